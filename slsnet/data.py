@@ -1,0 +1,141 @@
+"""Data: pairing images with masks, loading them at the network size, and online augmentation.
+
+Layout: ``DIR/images/*`` and ``DIR/masks/*`` (jpg, png or bmp). A mask belongs to the image whose
+file-name stem it starts with: ``ISIC_0000000_segmentation.png`` → ``ISIC_0000000.jpg``,
+``IMD002_lesion.bmp`` → ``IMD002.bmp``, or simply the same stem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from slsnet.config import INPUT_MEAN, INPUT_STD
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
+GAMMAS = (0.5, 1.0, 1.5)  # paper §4.3
+CLAHE_CLIP = (1.0, 2.0)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One image file and its ground-truth mask file."""
+
+    image: Path
+    mask: Path
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def find_pairs(root: str | Path) -> list[Pair]:
+    """Pair ``root/images`` with ``root/masks`` by file-name stem prefix.
+
+    Raises:
+        FileNotFoundError: a folder is missing.
+        ValueError: no pairs, or an image has no mask (a mask without image is ignored).
+    """
+    root = Path(root)
+    for sub in ("images", "masks"):
+        if not (root / sub).is_dir():
+            raise FileNotFoundError(f"{root / sub} is not a folder (expected DIR/images, DIR/masks)")
+    images = {p.stem: p for p in _files(root / "images")}
+    by_image: dict[str, Path] = {}
+    for mask in _files(root / "masks"):
+        stem = mask.stem
+        cuts = [i for i, ch in enumerate(stem) if ch in "_-. "] + [len(stem)]
+        for cut in reversed(cuts):  # the longest image stem that prefixes the mask stem wins
+            if stem[:cut] in images:
+                by_image.setdefault(stem[:cut], mask)
+                break
+    missing = sorted(set(images) - set(by_image))
+    if missing:
+        raise ValueError(f"{len(missing)} image(s) in {root / 'images'} have no mask, e.g. {missing[0]}")
+    if not images:
+        raise ValueError(f"no images in {root / 'images'}")
+    return [Pair(images[s], by_image[s]) for s in sorted(images)]
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Read an image file as H×W×3 uint8 RGB."""
+    bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {path}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def read_mask(path: str | Path) -> np.ndarray:
+    """Read a mask file as H×W bool (any non-zero pixel is lesion)."""
+    m = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if m is None:
+        raise ValueError(f"cannot read mask {path}")
+    return m > 127
+
+
+def load_arrays(pairs: list[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Images stretch-resized to size×size (N×size×size×3 uint8) and masks (N×size×size uint8 0/1)."""
+    images = np.empty((len(pairs), size, size, 3), np.uint8)
+    masks = np.empty((len(pairs), size, size), np.uint8)
+    for i, pair in enumerate(pairs):
+        images[i] = cv2.resize(read_rgb(pair.image), (size, size), interpolation=cv2.INTER_AREA)
+        m = read_mask(pair.mask).astype(np.uint8)
+        masks[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
+    return images, masks
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """N×H×W×3 uint8 RGB → N×3×H×W float32 normalised as the network expects."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return (x / 255.0 - INPUT_MEAN) / INPUT_STD
+
+
+def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Online augmentation of the paper: h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1–2.
+
+    Args:
+        image: H×W×3 uint8 RGB. mask: H×W uint8. rng: the only source of randomness.
+    """
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    if rng.random() < 0.5:
+        image, mask = image[::-1], mask[::-1]
+    gamma = GAMMAS[rng.integers(len(GAMMAS))]
+    if gamma != 1.0:
+        lut = (255.0 * (np.arange(256) / 255.0) ** gamma).round().astype(np.uint8)
+        image = lut[image]
+    if rng.random() < 0.5:
+        clip = float(rng.uniform(*CLAHE_CLIP))
+        lab = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2LAB)
+        lab[..., 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(lab[..., 0])
+        image = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return np.ascontiguousarray(image), np.ascontiguousarray(mask)
+
+
+class Batches:
+    """Shuffled, augmented mini-batches from in-memory arrays, driven by one numpy Generator.
+
+    The generator's state is part of a training checkpoint, so a resumed run draws exactly the
+    batches and augmentations the uninterrupted run would have drawn.
+    """
+
+    def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, rng: np.random.Generator):
+        self.images, self.masks = images, masks
+        self.batch_size = batch_size
+        self.rng = rng
+
+    def __len__(self) -> int:
+        return (len(self.images) + self.batch_size - 1) // self.batch_size
+
+    def __iter__(self):
+        order = self.rng.permutation(len(self.images))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            pairs = [augment(self.images[i], self.masks[i], self.rng) for i in idx]
+            x = to_tensor(np.stack([p[0] for p in pairs]))
+            y = torch.from_numpy(np.stack([p[1] for p in pairs])).float()[:, None]
+            yield x, y

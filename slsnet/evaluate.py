@@ -1,0 +1,103 @@
+"""``python -m slsnet.evaluate``: the paper's metrics of a trained generator on a folder.
+
+Each prediction is resized to its ground-truth mask's own resolution before the 0.5 threshold,
+so scores are comparable with those computed at the original image size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slsnet.data import find_pairs, read_mask, read_rgb
+from slsnet.generator import Generator
+from slsnet.inference import predict_net, resize_prob
+from slsnet.metrics import METRICS, MetricAccumulator
+
+# Sarker et al. 2021, Table 3 (ISIC 2017 test split), as fractions.
+PAPER_ISIC2017 = {"acc": 0.9761, "dsc": 0.9063, "jsc": 0.8198, "sen": 0.8781, "spe": 0.9992}
+
+
+def evaluate_arrays(
+    generator: Generator,
+    images: np.ndarray,
+    masks: list[np.ndarray],
+    *,
+    device: torch.device,
+    batch_size: int = 16,
+    keep: list | None = None,
+) -> MetricAccumulator:
+    """Score ``images`` (N×S×S×3 uint8 RGB at the network size) against full-size bool masks.
+
+    Args:
+        keep: if a list is given, each full-size binary prediction is appended to it.
+    """
+    generator.eval()
+    acc = MetricAccumulator()
+    threshold = generator.config.threshold
+    for start in range(0, len(images), batch_size):
+        probs = predict_net(generator, images[start : start + batch_size], device)
+        for prob, truth in zip(probs, masks[start : start + batch_size], strict=True):
+            pred = resize_prob(prob, (truth.shape[1], truth.shape[0])) > threshold
+            acc.update(pred, truth)
+            if keep is not None:
+                keep.append(pred)
+    return acc
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Evaluate; prints a rich table and optionally writes JSON and an overlay grid."""
+    parser = argparse.ArgumentParser(prog="python -m slsnet.evaluate", description=__doc__)
+    parser.add_argument("--data", required=True, help="folder with images/ and masks/")
+    parser.add_argument("--weights", required=True, help="generator weights (.pt)")
+    parser.add_argument("--json", dest="json_out", help="write {'n', 'metrics'} here")
+    parser.add_argument("--overlays", help="write a PNG grid of image / truth / prediction")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    args = parser.parse_args(argv)
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from slsnet.export import WeightsError, load_generator
+    from slsnet.inference import resize_to_input
+    from slsnet.overlays import draw_grid
+    from slsnet.train import resolve_device
+
+    try:
+        device = resolve_device(args.device)
+        generator = load_generator(args.weights, device=device)
+        pairs = find_pairs(args.data)
+        rgbs = [read_rgb(p.image) for p in pairs]
+        masks = [read_mask(p.mask) for p in pairs]
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = generator.config.input_size
+    small = np.stack([resize_to_input(im, size) for im in rgbs])
+    preds: list[np.ndarray] = []
+    acc = evaluate_arrays(generator, small, masks, device=device, keep=preds)
+    mean, pooled = acc.mean(), acc.pooled()
+
+    table = Table(title=f"{len(acc)} images in {args.data}")
+    table.add_column("")
+    for m in METRICS:
+        table.add_column(m.upper().replace("_TH", "_th"), justify="right")
+    table.add_row("this model (mean)", *(f"{100 * mean[m]:.2f}" for m in METRICS))
+    table.add_row("this model (pooled)", *(f"{100 * pooled[m]:.2f}" for m in METRICS), style="dim")
+    table.add_row("paper, ISIC 2017 test", *(f"{100 * PAPER_ISIC2017[m]:.2f}" if m in PAPER_ISIC2017
+                                              else "-" for m in METRICS), style="dim")
+    Console().print(table)
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"n": len(acc), "metrics": mean, "pooled": pooled}, indent=2))
+    if args.overlays:
+        draw_grid(rgbs, masks, preds, args.overlays)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,84 @@
+"""Saving and loading generator weights: a small, versioned, ``weights_only``-safe file format.
+
+A weights file is ``torch.save`` of ``{"format", "version", "config", "state_dict", "meta"}``.
+Next to a shipped file lies a JSON model card of the same stem (``slsnet_isic2017.json``).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from slsnet.config import SLSNetConfig
+from slsnet.generator import Generator, build_generator
+
+FORMAT = "slsnet-generator"
+VERSION = 1
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, corrupt, or not an SLSNet generator of this shape."""
+
+
+def save_generator(generator: Generator, path: str | Path, *, meta: dict | None = None) -> Path:
+    """Write the generator's weights and config (atomically: a temp file, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().clone() for k, v in generator.state_dict().items()}
+    blob = {
+        "format": FORMAT,
+        "version": VERSION,
+        "config": generator.config.to_dict(),
+        "state_dict": state,
+        "meta": meta or {},
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(blob, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_card(path: str | Path) -> dict:
+    """The JSON model card beside a weights file, or ``{}`` if there is none."""
+    card = Path(path).with_suffix(".json")
+    if not card.is_file():
+        return {}
+    try:
+        return json.loads(card.read_text())
+    except json.JSONDecodeError as exc:
+        raise WeightsError(f"model card {card} is not valid JSON: {exc}") from None
+
+
+def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> Generator:
+    """Load a generator saved by :func:`save_generator` in eval mode on ``device``.
+
+    Raises:
+        WeightsError: with a one-line reason when the file is missing, truncated or corrupt,
+            of another format, or its tensors do not fit the architecture in its config.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged zip/pickle
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise WeightsError(f"cannot read weights {path} (truncated or corrupt?): {reason}") from None
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise WeightsError(f"{path} is not an SLSNet generator weights file")
+    if blob.get("version") != VERSION:
+        raise WeightsError(f"{path} has format version {blob.get('version')}, expected {VERSION}")
+    try:
+        config = SLSNetConfig.from_dict(blob["config"])
+        generator = build_generator(config=config)
+        generator.load_state_dict(blob["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise WeightsError(f"{path} does not match the SLSNet architecture: {first}") from None
+    card = read_card(path)
+    if card and card.get("config") and SLSNetConfig.from_dict(card["config"]) != config:
+        raise WeightsError(f"model card {path.with_suffix('.json')} describes another config")
+    generator.meta = blob.get("meta", {})
+    return generator.to(device).eval()

@@ -1,0 +1,77 @@
+"""Losses of SLSNet training (paper eq. 7–11)."""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import torch
+import torch.nn.functional as F
+
+
+def adversarial_loss(logits: torch.Tensor, *, real: bool) -> torch.Tensor:
+    """BCE of discriminator patch logits against all-real (1) or all-fake (0) targets."""
+    target = torch.ones_like(logits) if real else torch.zeros_like(logits)
+    return F.binary_cross_entropy_with_logits(logits.float(), target.float())
+
+
+def l1_loss(target: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
+    """Mean absolute error between mask and probability map."""
+    return (target.float() - prob.float()).abs().mean()
+
+
+def jaccard_loss(target: torch.Tensor, prob: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Soft Jaccard distance (paper eq. 9): ``1 − Σgp / (Σg² + Σp² − Σgp)``, mean over images.
+
+    Args:
+        target: B×1×H×W ground truth in {0, 1}.
+        prob: B×1×H×W predicted probabilities.
+        eps: keeps an empty mask with an empty prediction at loss 0 instead of 0/0.
+    """
+    g, p = target.float().flatten(1), prob.float().flatten(1)
+    inter = (g * p).sum(1)
+    union = (g * g).sum(1) + (p * p).sum(1) - inter
+    return (1 - (inter + eps) / (union + eps)).mean()
+
+
+class GeneratorLosses(TypedDict):
+    """Terms of the generator loss; ``total`` is what is back-propagated."""
+
+    total: torch.Tensor
+    adversarial: torch.Tensor
+    l1: torch.Tensor
+    jaccard: torch.Tensor
+
+
+class DiscriminatorLosses(TypedDict):
+    """Terms of the discriminator loss; ``total`` is what is back-propagated."""
+
+    total: torch.Tensor
+    real: torch.Tensor
+    fake: torch.Tensor
+
+
+def generator_loss(
+    fake_logits: torch.Tensor,
+    target: torch.Tensor,
+    prob: torch.Tensor,
+    *,
+    l1_weight: float = 0.1,
+    jaccard_weight: float = 0.5,
+) -> GeneratorLosses:
+    """Paper eq. 7: ``BCE(D(x, G(x)), 1) + λ·L1(y, G(x)) + α·Jaccard(y, G(x))``."""
+    adv = adversarial_loss(fake_logits, real=True)
+    l1 = l1_loss(target, prob)
+    jac = jaccard_loss(target, prob)
+    return {
+        "total": adv + l1_weight * l1 + jaccard_weight * jac,
+        "adversarial": adv,
+        "l1": l1,
+        "jaccard": jac,
+    }
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorLosses:
+    """Paper eq. 11: ``BCE(D(x, y), 1) + BCE(D(x, G(x)), 0)``, the fake detached by the caller."""
+    real = adversarial_loss(real_logits, real=True)
+    fake = adversarial_loss(fake_logits, real=False)
+    return {"total": real + fake, "real": real, "fake": fake}

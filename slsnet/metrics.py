@@ -1,0 +1,88 @@
+"""Segmentation metrics of the paper (§4.2): ACC, DSC, JSC, SEN, SPE and JSC_th.
+
+Scores are computed per image and then averaged (the paper's convention); ``pooled`` sums the
+confusion counts over all images first. Where a ratio is 0/0 (e.g. sensitivity on an image with
+no lesion, and none predicted) the score is 1: nothing was there and nothing was missed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+METRICS = ("acc", "dsc", "jsc", "sen", "spe", "jsc_th")
+JSC_THRESHOLD = 0.65  # ISIC 2018 rule: a JSC below this counts as 0
+
+
+def _as_bool(mask) -> np.ndarray:
+    if hasattr(mask, "detach"):  # torch tensor
+        mask = mask.detach().cpu().numpy()
+    arr = np.asarray(mask)
+    return arr > 0.5 if arr.dtype.kind == "f" else arr.astype(bool)
+
+
+def confusion(pred, truth) -> np.ndarray:
+    """TP, FP, FN, TN of one binary mask pair (numpy or torch, any equal shape; float = prob>0.5)."""
+    p, t = _as_bool(pred), _as_bool(truth)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+    tp = np.count_nonzero(p & t)
+    fp = np.count_nonzero(p & ~t)
+    fn = np.count_nonzero(~p & t)
+    return np.array([tp, fp, fn, p.size - tp - fp - fn], dtype=np.int64)
+
+
+def _ratio(num: float, den: float) -> float:
+    return 1.0 if den == 0 else float(num) / float(den)
+
+
+def scores(counts: np.ndarray) -> dict[str, float]:
+    """All metrics, as fractions in [0, 1], from one TP, FP, FN, TN vector."""
+    tp, fp, fn, tn = (int(c) for c in counts)
+    jsc = _ratio(tp, tp + fp + fn)
+    return {
+        "acc": _ratio(tp + tn, tp + fp + fn + tn),
+        "dsc": _ratio(2 * tp, 2 * tp + fp + fn),
+        "jsc": jsc,
+        "sen": _ratio(tp, tp + fn),
+        "spe": _ratio(tn, tn + fp),
+        "jsc_th": jsc if jsc >= JSC_THRESHOLD else 0.0,
+    }
+
+
+class MetricAccumulator:
+    """Collects per-image scores; ``mean()`` is the paper's number, ``pooled()`` the dataset's."""
+
+    def __init__(self) -> None:
+        self.per_image: list[dict[str, float]] = []
+        self.total = np.zeros(4, dtype=np.int64)
+
+    def update(self, pred, truth) -> dict[str, float]:
+        """Add one image; returns its scores."""
+        counts = confusion(pred, truth)
+        self.total += counts
+        row = scores(counts)
+        self.per_image.append(row)
+        return row
+
+    def mean(self) -> dict[str, float]:
+        """Mean over images of each metric (0 images → all zero)."""
+        if not self.per_image:
+            return dict.fromkeys(METRICS, 0.0)
+        return {m: float(np.mean([r[m] for r in self.per_image])) for m in METRICS}
+
+    def pooled(self) -> dict[str, float]:
+        """Metrics of the summed confusion counts."""
+        return scores(self.total)
+
+    def __len__(self) -> int:
+        return len(self.per_image)
+
+
+def mean_scores(preds: Iterable, truths: Iterable) -> dict[str, float]:
+    """Per-image metrics averaged over paired iterables of masks."""
+    acc = MetricAccumulator()
+    for p, t in zip(preds, truths, strict=True):
+        acc.update(p, t)
+    return acc.mean()

@@ -1,0 +1,265 @@
+"""``python -m slsnet.train``: adversarial training of SLSNet (paper §3.4, §4.3), resumable.
+
+Per batch: one discriminator step (real pairs vs generated pairs, the fake detached), then one
+generator step (adversarial + λ·L1 + α·Jaccard). Each epoch writes ``last.pt`` (everything needed
+to continue exactly), ``best.pt`` (generator with the best val JSC), a line of ``log.jsonl`` and
+``curves.png`` into the run folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from slsnet.config import SLSNetConfig
+from slsnet.curves import draw_curves
+from slsnet.data import Batches, find_pairs, load_arrays, read_mask
+from slsnet.discriminator import Discriminator, build_discriminator
+from slsnet.evaluate import evaluate_arrays
+from slsnet.export import save_generator
+from slsnet.generator import Generator, build_generator
+from slsnet.losses import DiscriminatorLosses, GeneratorLosses, discriminator_loss, generator_loss
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` → cuda if available else cpu; ``cuda`` without a GPU is a user error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("error: --device cuda was asked for but no CUDA GPU is available")
+    return torch.device(name)
+
+
+@dataclass
+class Hyper:
+    """Optimisation settings (paper §4.3 defaults)."""
+
+    lr: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+    l1_weight: float = 0.1  # λ
+    jaccard_weight: float = 0.5  # α
+    amp: bool = False  # bf16 autocast
+
+
+class GANTrainer:
+    """Holds G, D and their optimisers; one ``step`` is backward_d then backward_g."""
+
+    def __init__(self, config: SLSNetConfig, hyper: Hyper, device: torch.device) -> None:
+        self.config, self.hyper, self.device = config, hyper, device
+        self.generator: Generator = build_generator(config=config).to(device)
+        self.discriminator: Discriminator = build_discriminator(config=config).to(device)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hyper.lr, betas=hyper.betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hyper.lr, betas=hyper.betas)
+
+    def _autocast(self):
+        if not self.hyper.amp:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def backward_d(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> DiscriminatorLosses:
+        """Discriminator phase: real (x, y) → 1, generated (x, G(x)) → 0; G gets no gradient."""
+        self.opt_d.zero_grad(set_to_none=True)
+        with self._autocast():
+            losses = discriminator_loss(self.discriminator(x, y), self.discriminator(x, fake.detach()))
+        losses["total"].backward()
+        self.opt_d.step()
+        return losses
+
+    def backward_g(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> GeneratorLosses:
+        """Generator phase: fool the (now fixed) D, plus the L1 and Jaccard terms."""
+        self.opt_g.zero_grad(set_to_none=True)
+        for p in self.discriminator.parameters():
+            p.requires_grad_(False)
+        with self._autocast():
+            losses = generator_loss(
+                self.discriminator(x, fake), y, fake,
+                l1_weight=self.hyper.l1_weight, jaccard_weight=self.hyper.jaccard_weight,
+            )
+        losses["total"].backward()
+        for p in self.discriminator.parameters():
+            p.requires_grad_(True)
+        self.opt_g.step()
+        return losses
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
+        """One training step on a batch; returns the loss terms as floats."""
+        self.generator.train()
+        self.discriminator.train()
+        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+        with self._autocast():
+            fake = self.generator(x).float()
+        d = self.backward_d(x, y, fake)
+        g = self.backward_g(x, y, fake)
+        out = {f"d_{k}": float(v) for k, v in d.items()}
+        out.update({f"g_{k}": float(v) for k, v in g.items()})
+        return out
+
+    def state(self) -> dict:
+        """Everything but the data RNG needed to continue exactly."""
+        return {
+            "generator": self.generator.state_dict(),
+            "discriminator": self.discriminator.state_dict(),
+            "opt_g": self.opt_g.state_dict(),
+            "opt_d": self.opt_d.state_dict(),
+        }
+
+    def load_state(self, state: dict) -> None:
+        """Inverse of :meth:`state`."""
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """Torch (CPU and CUDA) and numpy RNG states, for an exact resume."""
+    state = {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(rng: np.random.Generator, state: dict) -> None:
+    """Inverse of :func:`rng_state`."""
+    torch.set_rng_state(state["torch"])
+    rng.bit_generator.state = state["numpy"]
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Command-line flags, grouped as data / model / optimisation / run."""
+    p = argparse.ArgumentParser(prog="python -m slsnet.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    g = p.add_argument_group("data")
+    g.add_argument("--data", required=True, help="folder with train/ and val/, each images/ + masks/")
+    g.add_argument("--limit", type=int, default=0, help="use only the first N training images")
+    g.add_argument("--val-limit", type=int, default=0, help="use only the first N val images")
+    g = p.add_argument_group("model")
+    g.add_argument("--size", type=int, default=128, help="network input size (square)")
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--batch-size", type=int, default=8)
+    g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--l1-weight", type=float, default=0.1, help="λ of the L1 term")
+    g.add_argument("--jaccard-weight", type=float, default=0.5, help="α of the Jaccard term")
+    g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
+    g = p.add_argument_group("run")
+    g.add_argument("--out", required=True, help="run folder (checkpoints, log, curves)")
+    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
+    g.add_argument("--seed", type=int, default=0)
+    return p
+
+
+def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    pairs = find_pairs(root)[: limit or None]
+    images, _ = load_arrays(pairs, size)
+    return images, [read_mask(p.mask) for p in pairs]
+
+
+def train(args: argparse.Namespace) -> dict:
+    """Run (or resume) training as described by parsed ``args``; returns the last log record."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    console = Console(stderr=True)
+    device = resolve_device(args.device)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    data = Path(args.data)
+    ckpt_path = out / "last.pt"
+    if args.resume and not ckpt_path.is_file():
+        raise SystemExit(f"error: --resume but {ckpt_path} does not exist")
+    if not args.resume and ckpt_path.exists():
+        raise SystemExit(f"error: {out} already holds a run; pass --resume or choose another --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    config = SLSNetConfig(input_size=args.size)
+    hyper = Hyper(lr=args.lr, l1_weight=args.l1_weight, jaccard_weight=args.jaccard_weight, amp=args.amp)
+    torch.manual_seed(args.seed)
+    rng = np.random.default_rng(args.seed)
+    trainer = GANTrainer(config, hyper, device)
+    start_epoch, best_jsc = 0, -1.0
+    if args.resume:
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+        trainer.load_state(ckpt["trainer"])
+        set_rng_state(rng, ckpt["rng"])
+        start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
+        console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
+    (out / "args.json").write_text(json.dumps(vars(args) | {"config": config.to_dict()}, indent=2))
+
+    pairs = find_pairs(data / "train")[: args.limit or None]
+    images, masks = load_arrays(pairs, args.size)
+    val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
+    batches = Batches(images, masks, args.batch_size, rng)
+    console.log(f"{len(images)} train / {len(val_images)} val images on {device}, "
+                f"{torch.get_num_threads()} threads")
+
+    record: dict = {}
+    columns = [TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    for epoch in range(start_epoch + 1, args.epochs + 1):
+        sums: dict[str, float] = {}
+        t0 = time.perf_counter()
+        with Progress(*columns, console=console, transient=True) as bar:
+            task = bar.add_task("train", total=len(batches), epoch=epoch, info="")
+            for i, (x, y) in enumerate(batches, 1):
+                losses = trainer.step(x, y)
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                ips = i * args.batch_size / (time.perf_counter() - t0)
+                info = f"G {losses['g_total']:.3f} D {losses['d_total']:.3f} {ips:.1f} img/s"
+                bar.update(task, advance=1, info=info)
+                if not console.is_terminal and (i % 25 == 0 or i == len(batches)):
+                    console.log(f"epoch {epoch} batch {i}/{len(batches)} {info}")
+        train_s = time.perf_counter() - t0
+        val = evaluate_arrays(trainer.generator, val_images, val_masks, device=device).mean()
+        record = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()},
+                  "images_per_s": len(images) / train_s, "train_seconds": train_s,
+                  "val": val, "time": time.time()}
+        if val["jsc"] > best_jsc:
+            best_jsc = val["jsc"]
+            save_generator(trainer.generator, out / "best.pt",
+                           meta={"epoch": epoch, "val": val, "args": vars(args)})
+        state = {"trainer": trainer.state(), "rng": rng_state(rng), "epoch": epoch,
+                 "best_jsc": best_jsc, "config": config.to_dict(), "args": vars(args)}
+        torch.save(state, out / "last.pt.tmp")
+        (out / "last.pt.tmp").replace(ckpt_path)
+        save_generator(trainer.generator, out / "last_generator.pt", meta={"epoch": epoch, "val": val})
+        with open(out / "log.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+        draw_curves(out / "log.jsonl", out / "curves.png")
+        console.log(f"epoch {epoch}: G {record['g_total']:.4f} D {record['d_total']:.4f} "
+                    f"val JSC {val['jsc']:.4f} DSC {val['dsc']:.4f} "
+                    f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})")
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; user errors end with one line and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        train(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: the last finished epoch is in last.pt; continue with --resume",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Real-time SLSNet segmentation of dermatoscope video: source → preprocess → engine → smoothing → render → sinks."""
