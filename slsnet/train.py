@@ -98,8 +98,8 @@ class GANTrainer:
             fake = self.generator(x).float()
         d = self.backward_d(x, y, fake)
         g = self.backward_g(x, y, fake)
-        out = {f"d_{k}": float(v) for k, v in d.items()}
-        out.update({f"g_{k}": float(v) for k, v in g.items()})
+        out = {f"d_{k}": v.item() for k, v in d.items()}
+        out.update({f"g_{k}": v.item() for k, v in g.items()})
         return out
 
     def state(self) -> dict:

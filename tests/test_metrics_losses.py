@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+import torch
+
+from slsnet.losses import discriminator_loss, generator_loss, jaccard_loss, l1_loss
+from slsnet.metrics import MetricAccumulator, confusion, mean_scores, scores
+
+
+def test_hand_worked_example():
+    # given: 4×4 truth with 4 lesion pixels; prediction hits 3, misses 1, adds 2
+    truth = np.zeros((4, 4), bool)
+    truth[0, :4] = True
+    pred = np.zeros((4, 4), bool)
+    pred[0, :3] = True
+    pred[1, :2] = True
+    # when
+    counts = confusion(pred, truth)
+    s = scores(counts)
+    # then: TP 3, FP 2, FN 1, TN 10
+    assert counts.tolist() == [3, 2, 1, 10]
+    assert s["acc"] == pytest.approx(13 / 16)
+    assert s["dsc"] == pytest.approx(6 / 9)
+    assert s["jsc"] == pytest.approx(3 / 6)
+    assert s["sen"] == pytest.approx(3 / 4)
+    assert s["spe"] == pytest.approx(10 / 12)
+    assert s["jsc_th"] == 0.0  # 0.5 < 0.65
+
+
+def test_jsc_threshold_keeps_good_scores():
+    truth = np.ones((10, 10), bool)
+    pred = truth.copy()
+    pred[0, :] = False  # JSC 0.9
+    assert scores(confusion(pred, truth))["jsc_th"] == pytest.approx(0.9)
+
+
+def test_empty_versus_empty_is_perfect():
+    empty = np.zeros((5, 7), np.uint8)
+    assert scores(confusion(empty, empty)) == {k: 1.0 for k in ("acc", "dsc", "jsc", "sen", "spe", "jsc_th")}
+
+
+def test_torch_float_and_uint8_masks_any_size():
+    truth = torch.zeros(3, 5)
+    truth[1:, 2:] = 1
+    prob = torch.full((3, 5), 0.9)
+    counts = confusion(prob, (truth.numpy() * 255).astype(np.uint8))
+    assert counts.tolist() == [6, 9, 0, 0]
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ValueError, match="shape"):
+        confusion(np.zeros((2, 2)), np.zeros((3, 2)))
+
+
+def test_mean_is_per_image_and_pooled_is_global():
+    # image A: perfect on 1 pixel; image B: 0 of 9 lesion pixels found
+    a_truth = np.zeros((3, 3), bool)
+    a_truth[0, 0] = True
+    b_truth = np.ones((3, 3), bool)
+    acc = MetricAccumulator()
+    acc.update(a_truth, a_truth)
+    acc.update(np.zeros((3, 3), bool), b_truth)
+    assert acc.mean()["jsc"] == pytest.approx(0.5)
+    assert acc.pooled()["jsc"] == pytest.approx(1 / 10)
+    assert mean_scores([a_truth], [a_truth])["dsc"] == 1.0
+
+
+def test_loss_values_on_known_inputs():
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    prob = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]])
+    # L1: (0.5 + 0.5 + 0 + 0) / 4
+    assert float(l1_loss(target, prob)) == pytest.approx(0.25)
+    # Jaccard: inter 1.5, union 2 + 1.5 - 1.5 = 2 → 1 - 0.75
+    assert float(jaccard_loss(target, prob)) == pytest.approx(0.25, abs=1e-5)
+    assert float(jaccard_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
+    assert float(jaccard_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))) == pytest.approx(0.0)
+    # generator: BCE(logit 0 → p 0.5, 1) = ln 2; total = ln2 + 0.1·0.25 + 0.5·0.25
+    g = generator_loss(torch.zeros(1, 1, 3, 3), target, prob)
+    assert float(g["adversarial"]) == pytest.approx(np.log(2), abs=1e-6)
+    assert float(g["total"]) == pytest.approx(np.log(2) + 0.025 + 0.125, abs=1e-5)
+    # discriminator: both terms ln 2 at logit 0
+    d = discriminator_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
+    assert float(d["total"]) == pytest.approx(2 * np.log(2), abs=1e-6)
+    # a confident, correct discriminator has a small loss
+    d = discriminator_loss(torch.full((1, 1, 2, 2), 20.0), torch.full((1, 1, 2, 2), -20.0))
+    assert float(d["total"]) < 1e-6

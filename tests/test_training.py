@@ -1,0 +1,158 @@
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from slsnet import build_generator, load_generator
+from slsnet.evaluate import main as evaluate_main
+from slsnet.export import WeightsError, save_generator
+from slsnet.predict import main as predict_main
+from slsnet.train import main as train_main
+
+ISIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
+
+
+def _copy_split(src: Path, dst: Path, n: int) -> None:
+    (dst / "images").mkdir(parents=True)
+    (dst / "masks").mkdir(parents=True)
+    for image in sorted((src / "images").iterdir())[:n]:
+        shutil.copy(image, dst / "images")
+        shutil.copy(src / "masks" / f"{image.stem}_segmentation.png", dst / "masks")
+
+
+@pytest.fixture(scope="module")
+def tiny_isic(tmp_path_factory) -> Path:
+    if not ISIC.is_dir():
+        pytest.skip(f"ISIC 2017 data not found at {ISIC}")
+    root = tmp_path_factory.mktemp("isic")
+    _copy_split(ISIC / "train", root / "train", 4)
+    _copy_split(ISIC / "val", root / "val", 2)
+    return root
+
+
+def _train(data: Path, out: Path, *extra: str) -> int:
+    return train_main(["--data", str(data), "--out", str(out), "--size", "64", "--batch-size", "2",
+                       "--device", "cpu", *extra])
+
+
+def _log(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.timeout(300)
+def test_real_training_writes_checkpoints_log_and_curves(tiny_isic, tmp_path):
+    # when
+    assert _train(tiny_isic, tmp_path / "run", "--epochs", "1") == 0
+    # then
+    run = tmp_path / "run"
+    for name in ("last.pt", "best.pt", "last_generator.pt", "log.jsonl", "curves.png", "args.json"):
+        assert (run / name).is_file(), name
+    (record,) = _log(run)
+    assert record["epoch"] == 1 and record["images_per_s"] > 0
+    assert set(record["val"]) == {"acc", "dsc", "jsc", "sen", "spe", "jsc_th"}
+    assert np.isfinite(record["g_total"]) and np.isfinite(record["d_total"])
+    assert cv2.imread(str(run / "curves.png")).shape == (450, 800, 3)
+    gen = load_generator(run / "best.pt")
+    assert gen.config.input_size == 64
+
+
+@pytest.mark.timeout(300)
+def test_resume_reproduces_the_uninterrupted_run(tiny_isic, tmp_path):
+    # given: one run of two epochs, and one stopped after the first epoch
+    assert _train(tiny_isic, tmp_path / "a", "--epochs", "2") == 0
+    assert _train(tiny_isic, tmp_path / "b", "--epochs", "1") == 0
+    # when
+    assert _train(tiny_isic, tmp_path / "b", "--epochs", "2", "--resume") == 0
+    # then: the resumed second epoch is the same, loss for loss
+    a, b = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert len(b) == 2
+    for key in ("g_total", "d_total", "g_jaccard"):
+        assert a[1][key] == pytest.approx(b[1][key], rel=1e-5), key
+    assert a[1]["val"]["jsc"] == pytest.approx(b[1]["val"]["jsc"], abs=1e-6)
+
+
+def test_existing_run_needs_resume(tiny_isic, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "last.pt").write_bytes(b"x")
+    with pytest.raises(SystemExit, match="already holds a run"):
+        _train(tiny_isic, tmp_path / "run", "--epochs", "1")
+
+
+def _constant_generator(prob_logit: float):
+    gen = build_generator()
+    torch.nn.init.zeros_(gen.head.weight)
+    torch.nn.init.constant_(gen.head.bias, prob_logit)
+    return gen
+
+
+def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
+    # given: two 20×10 images; masks with 50 and 0 lesion pixels; a net that predicts "all lesion"
+    data = tmp_path / "set"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    mask_a = np.zeros((10, 20), np.uint8)
+    mask_a[:, :5] = 255
+    for stem, mask in (("IMD001", mask_a), ("IMD002", np.zeros((10, 20), np.uint8))):
+        cv2.imwrite(str(data / "images" / f"{stem}.bmp"), np.full((10, 20, 3), 128, np.uint8))
+        cv2.imwrite(str(data / "masks" / f"{stem}_lesion.png"), mask)
+    weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
+    # when
+    rc = evaluate_main(["--data", str(data), "--weights", str(weights), "--device", "cpu",
+                        "--json", str(tmp_path / "m.json"), "--overlays", str(tmp_path / "o.png")])
+    # then: A: TP 50 FP 150 → JSC .25 DSC .4 ACC .25 SEN 1 SPE 0; B: TP 0 FP 200 → all 0 but SEN 1
+    assert rc == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["n"] == 2
+    m = result["metrics"]
+    assert m["jsc"] == pytest.approx(0.125)
+    assert m["dsc"] == pytest.approx(0.2)
+    assert m["acc"] == pytest.approx(0.125)
+    assert m["sen"] == pytest.approx(1.0)
+    assert m["spe"] == pytest.approx(0.0)
+    assert m["jsc_th"] == 0.0
+    assert cv2.imread(str(tmp_path / "o.png")) is not None
+    assert "paper" in capsys.readouterr().out
+
+
+def test_loader_rejects_truncated_and_foreign_files(tmp_path):
+    path = save_generator(build_generator(), tmp_path / "g.pt")
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_generator(tmp_path / "cut.pt")
+    with pytest.raises(WeightsError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="not an SLSNet"):
+        load_generator(tmp_path / "other.pt")
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["widths"] = [24, 48, 96]
+    torch.save(blob, tmp_path / "shape.pt")
+    with pytest.raises(WeightsError, match="does not match"):
+        load_generator(tmp_path / "shape.pt")
+
+
+def test_predict_writes_masks_at_each_images_size(tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((200, 300, 3), 90, np.uint8))
+    cv2.imwrite(str(images / "b.jpg"), np.full((77, 51, 3), 200, np.uint8))
+    weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
+    rc = predict_main([str(images), "--weights", str(weights), "--out", str(tmp_path / "out"),
+                       "--device", "cpu"])
+    assert rc == 0
+    a = cv2.imread(str(tmp_path / "out" / "a_mask.png"), cv2.IMREAD_GRAYSCALE)
+    b = cv2.imread(str(tmp_path / "out" / "b_mask.png"), cv2.IMREAD_GRAYSCALE)
+    assert a.shape == (200, 300) and b.shape == (77, 51)
+    assert set(np.unique(a)) == {255}
+    assert (tmp_path / "out" / "a_overlay.png").is_file()
+
+
+def test_predict_reports_a_missing_input(tmp_path, capsys):
+    rc = predict_main([str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert capsys.readouterr().err.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
