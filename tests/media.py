@@ -17,6 +17,10 @@ Typical use::
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -268,8 +272,9 @@ def cut_before_moov(src: str | Path, dst: str | Path) -> Path:
     return Path(dst)
 
 
-def corrupt(src: str | Path, dst: str | Path, *, spots: int = 3, length: int = 300,
-            seed: int = 0) -> Path:
+def corrupt(
+    src: str | Path, dst: str | Path, *, spots: int = 3, length: int = 300, seed: int = 0
+) -> Path:
     """Copy ``src`` with ``spots`` runs of random bytes written over its middle part."""
     data = bytearray(Path(src).read_bytes())
     rng = np.random.default_rng(seed)
@@ -307,3 +312,21 @@ def decode_video(path: str | Path, *, fmt: str = "bgr24") -> list[tuple[int, np.
     """Every decodable video frame of ``path`` as (pts, H×W×C array), in presentation order."""
     with av.open(str(path)) as container:
         return [(f.pts, f.to_ndarray(format=fmt)) for f in container.decode(video=0)]
+
+
+def run_python_unprivileged(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh Python that file permissions apply to, even when we are root.
+
+    As root, the child runs under ``setpriv`` without the capabilities that bypass file modes
+    (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH), so a 0o555 directory really is read-only for it.
+    The repository root and ``tests/`` are on its ``sys.path``.
+    """
+    root = Path(__file__).resolve().parent.parent
+    command = [sys.executable, "-c", code]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            raise RuntimeError("running as root without setpriv: cannot drop file privileges")
+        command = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", *command]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(root / "tests")])}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
