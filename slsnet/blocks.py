@@ -132,7 +132,7 @@ class FAM(nn.Sequential):
 
 
 class MultiScaleStem(nn.Module):
-    """Multiscale block (paper Fig. 1): per scale resize → conv3×3 → CAM, back to full size, mean."""
+    """Multiscale block (paper Fig. 1): per scale resize → conv3×3 → CAM, upsample, mean."""
 
     def __init__(self, cin: int, cout: int, scales: tuple[float, ...]) -> None:
         super().__init__()
@@ -145,8 +145,12 @@ class MultiScaleStem(nn.Module):
         size = x.shape[-2:]
         total = None
         for scale, conv, cam in zip(self.scales, self.convs, self.cams, strict=True):
-            xs = x if scale == 1 else F.interpolate(
-                x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=False
+            xs = (
+                x
+                if scale == 1
+                else F.interpolate(
+                    x, scale_factor=scale, mode="bilinear", align_corners=False, antialias=False
+                )
             )
             y = cam(conv(xs))
             if y.shape[-2:] != size:

@@ -22,14 +22,18 @@ def _get(record: dict, keys: tuple[str, ...]) -> float:
     return float(record)
 
 
-def draw_curves(log_path: str | Path, png_path: str | Path, size_wh: tuple[int, int] = (800, 450)) -> None:
+def draw_curves(
+    log_path: str | Path, png_path: str | Path, size_wh: tuple[int, int] = (800, 450)
+) -> None:
     """Plot each series of ``log.jsonl`` (one record per epoch), each scaled to its own range."""
     records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
     w, h = size_wh
     img = np.full((h, w, 3), 255, np.uint8)
     left, right, top, bottom = 60, 20, 30, 40
     cv2.rectangle(img, (left, top), (w - right, h - bottom), (0, 0, 0), 1)
-    cv2.putText(img, f"epochs 1-{len(records)}", (left, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1)
+    cv2.putText(
+        img, f"epochs 1-{len(records)}", (left, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1
+    )
     for n, (label, keys, colour) in enumerate(SERIES):
         values = np.array([_get(r, keys) for r in records], float)
         lo, hi = (values.min(), values.max()) if len(values) else (0.0, 1.0)
@@ -43,5 +47,14 @@ def draw_curves(log_path: str | Path, png_path: str | Path, size_wh: tuple[int, 
             cv2.circle(img, tuple(int(v) for v in p), 3, colour, -1)
         last = f"{values[-1]:.3f}" if len(values) else "-"
         text = f"{label} [{lo:.3f}..{hi:.3f}] last {last}"
-        cv2.putText(img, text, (left + 5 + 185 * n, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.38, colour, 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            text,
+            (left + 5 + 185 * n, 20),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.38,
+            colour,
+            1,
+            cv2.LINE_AA,
+        )
     cv2.imwrite(str(png_path), img)

@@ -43,7 +43,9 @@ def find_pairs(root: str | Path) -> list[Pair]:
     root = Path(root)
     for sub in ("images", "masks"):
         if not (root / sub).is_dir():
-            raise FileNotFoundError(f"{root / sub} is not a folder (expected DIR/images, DIR/masks)")
+            raise FileNotFoundError(
+                f"{root / sub} is not a folder (expected DIR/images, DIR/masks)"
+            )
     images = {p.stem: p for p in _files(root / "images")}
     by_image: dict[str, Path] = {}
     for mask in _files(root / "masks"):
@@ -55,7 +57,9 @@ def find_pairs(root: str | Path) -> list[Pair]:
                 break
     missing = sorted(set(images) - set(by_image))
     if missing:
-        raise ValueError(f"{len(missing)} image(s) in {root / 'images'} have no mask, e.g. {missing[0]}")
+        raise ValueError(
+            f"{len(missing)} image(s) in {root / 'images'} have no mask, e.g. {missing[0]}"
+        )
     if not images:
         raise ValueError(f"no images in {root / 'images'}")
     return [Pair(images[s], by_image[s]) for s in sorted(images)]
@@ -78,7 +82,7 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def load_arrays(pairs: list[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images stretch-resized to size×size (N×size×size×3 uint8) and masks (N×size×size uint8 0/1)."""
+    """Images stretch-resized to N×size×size×3 uint8 RGB, masks to N×size×size uint8 0/1."""
     images = np.empty((len(pairs), size, size, 3), np.uint8)
     masks = np.empty((len(pairs), size, size), np.uint8)
     for i, pair in enumerate(pairs):
@@ -94,7 +98,9 @@ def to_tensor(images: np.ndarray) -> torch.Tensor:
     return (x / 255.0 - INPUT_MEAN) / INPUT_STD
 
 
-def augment(image: np.ndarray, mask: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def augment(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Online augmentation of the paper: h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1–2.
 
     Args:
@@ -123,7 +129,9 @@ class Batches:
     batches and augmentations the uninterrupted run would have drawn.
     """
 
-    def __init__(self, images: np.ndarray, masks: np.ndarray, batch_size: int, rng: np.random.Generator):
+    def __init__(
+        self, images: np.ndarray, masks: np.ndarray, batch_size: int, rng: np.random.Generator
+    ):
         self.images, self.masks = images, masks
         self.batch_size = batch_size
         self.rng = rng

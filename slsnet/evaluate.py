@@ -89,11 +89,16 @@ def main(argv: list[str] | None = None) -> int:
         table.add_column(m.upper().replace("_TH", "_th"), justify="right")
     table.add_row("this model (mean)", *(f"{100 * mean[m]:.2f}" for m in METRICS))
     table.add_row("this model (pooled)", *(f"{100 * pooled[m]:.2f}" for m in METRICS), style="dim")
-    table.add_row("paper, ISIC 2017 test", *(f"{100 * PAPER_ISIC2017[m]:.2f}" if m in PAPER_ISIC2017
-                                              else "-" for m in METRICS), style="dim")
+    table.add_row(
+        "paper, ISIC 2017 test",
+        *(f"{100 * PAPER_ISIC2017[m]:.2f}" if m in PAPER_ISIC2017 else "-" for m in METRICS),
+        style="dim",
+    )
     Console().print(table)
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"n": len(acc), "metrics": mean, "pooled": pooled}, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps({"n": len(acc), "metrics": mean, "pooled": pooled}, indent=2)
+        )
     if args.overlays:
         draw_grid(rgbs, masks, preds, args.overlays)
     return 0

@@ -65,7 +65,9 @@ def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> G
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a damaged zip/pickle
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise WeightsError(f"cannot read weights {path} (truncated or corrupt?): {reason}") from None
+        raise WeightsError(
+            f"cannot read weights {path} (truncated or corrupt?): {reason}"
+        ) from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an SLSNet generator weights file")
     if blob.get("version") != VERSION:

@@ -42,14 +42,20 @@ class Generator(nn.Module):
         self.stem = MultiScaleStem(config.in_channels, c0, config.scales)
         self.down1 = nn.Sequential(Downsampler(c0, c1), PAM(c1, reduction=r))
         self.down2 = nn.Sequential(Downsampler(c1, c2), PAM(c2, reduction=r))
-        self.mid = nn.Sequential(*(FAM(c2, dropout=config.dropout_mid) for _ in range(config.mid_fams)))
+        self.mid = nn.Sequential(
+            *(FAM(c2, dropout=config.dropout_mid) for _ in range(config.mid_fams))
+        )
         self.down3 = nn.Sequential(Downsampler(c2, c3), PAM(c3, reduction=r))
         self.deep = nn.Sequential(
             *(FAM(c3, dilation=d, dropout=config.dropout_deep) for d in config.deep_dilations)
         )
         self.fork = Fork(c3, reduction=r)
-        self.up1 = UpBlock(c3, c2, fams=config.decoder_fams, dropout=config.dropout_decoder, reduction=r)
-        self.up2 = UpBlock(c2, c0, fams=config.decoder_fams, dropout=config.dropout_decoder, reduction=r)
+        self.up1 = UpBlock(
+            c3, c2, fams=config.decoder_fams, dropout=config.dropout_decoder, reduction=r
+        )
+        self.up2 = UpBlock(
+            c2, c0, fams=config.decoder_fams, dropout=config.dropout_decoder, reduction=r
+        )
         self.head = nn.ConvTranspose2d(c0, 1, 3, stride=2, padding=1, output_padding=1)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -48,5 +48,7 @@ def predict_probs(
         chunk = images[start : start + batch_size]
         small = np.stack([resize_to_input(im, size) for im in chunk])
         probs = predict_net(generator, small, device)
-        out.extend(resize_prob(p, (im.shape[1], im.shape[0])) for p, im in zip(probs, chunk, strict=True))
+        out.extend(
+            resize_prob(p, (im.shape[1], im.shape[0])) for p, im in zip(probs, chunk, strict=True)
+        )
     return out

@@ -23,7 +23,7 @@ def _as_bool(mask) -> np.ndarray:
 
 
 def confusion(pred, truth) -> np.ndarray:
-    """TP, FP, FN, TN of one binary mask pair (numpy or torch, any equal shape; float = prob>0.5)."""
+    """TP, FP, FN, TN of one mask pair (numpy or torch, equal shapes; floats are prob > 0.5)."""
     p, t = _as_bool(pred), _as_bool(truth)
     if p.shape != t.shape:
         raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")

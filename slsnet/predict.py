@@ -31,8 +31,11 @@ def list_images(target: Path) -> list[Path]:
 
 def main(argv: list[str] | None = None) -> int:
     """Predict and write masks and overlays."""
-    parser = argparse.ArgumentParser(prog="python -m slsnet.predict", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m slsnet.predict",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("input", help="an image file or a folder of images")
     parser.add_argument("--weights", default="weights/slsnet_isic2017.pt", help="generator weights")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
@@ -51,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
             rgb = read_rgb(path)
-            prob = predict_probs(generator, [rgb], device=device, size=generator.config.input_size)[0]
+            prob = predict_probs(generator, [rgb], device=device, size=generator.config.input_size)[
+                0
+            ]
             mask = (prob > generator.config.threshold).astype(np.uint8)
             if not cv2.imwrite(str(out / f"{path.stem}_mask.png"), mask * 255):
                 raise OSError(f"cannot write into {out}")

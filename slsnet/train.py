@@ -57,18 +57,24 @@ class GANTrainer:
         self.generator: Generator = build_generator(config=config).to(device)
         self.discriminator: Discriminator = build_discriminator(config=config).to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hyper.lr, betas=hyper.betas)
-        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=hyper.lr, betas=hyper.betas)
+        self.opt_d = torch.optim.Adam(
+            self.discriminator.parameters(), lr=hyper.lr, betas=hyper.betas
+        )
 
     def _autocast(self):
         if not self.hyper.amp:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
-    def backward_d(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> DiscriminatorLosses:
+    def backward_d(
+        self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor
+    ) -> DiscriminatorLosses:
         """Discriminator phase: real (x, y) → 1, generated (x, G(x)) → 0; G gets no gradient."""
         self.opt_d.zero_grad(set_to_none=True)
         with self._autocast():
-            losses = discriminator_loss(self.discriminator(x, y), self.discriminator(x, fake.detach()))
+            losses = discriminator_loss(
+                self.discriminator(x, y), self.discriminator(x, fake.detach())
+            )
         losses["total"].backward()
         self.opt_d.step()
         return losses
@@ -80,8 +86,11 @@ class GANTrainer:
             p.requires_grad_(False)
         with self._autocast():
             losses = generator_loss(
-                self.discriminator(x, fake), y, fake,
-                l1_weight=self.hyper.l1_weight, jaccard_weight=self.hyper.jaccard_weight,
+                self.discriminator(x, fake),
+                y,
+                fake,
+                l1_weight=self.hyper.l1_weight,
+                jaccard_weight=self.hyper.jaccard_weight,
             )
         losses["total"].backward()
         for p in self.discriminator.parameters():
@@ -137,10 +146,15 @@ def set_rng_state(rng: np.random.Generator, state: dict) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags, grouped as data / model / optimisation / run."""
-    p = argparse.ArgumentParser(prog="python -m slsnet.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m slsnet.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     g = p.add_argument_group("data")
-    g.add_argument("--data", required=True, help="folder with train/ and val/, each images/ + masks/")
+    g.add_argument(
+        "--data", required=True, help="folder with train/ and val/, each images/ + masks/"
+    )
     g.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     g.add_argument("--val-limit", type=int, default=0, help="use only the first N val images")
     g = p.add_argument_group("model")
@@ -170,7 +184,13 @@ def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.
 def train(args: argparse.Namespace) -> dict:
     """Run (or resume) training as described by parsed ``args``; returns the last log record."""
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
     console = Console(stderr=True)
     device = resolve_device(args.device)
@@ -186,7 +206,9 @@ def train(args: argparse.Namespace) -> dict:
     out.mkdir(parents=True, exist_ok=True)
 
     config = SLSNetConfig(input_size=args.size)
-    hyper = Hyper(lr=args.lr, l1_weight=args.l1_weight, jaccard_weight=args.jaccard_weight, amp=args.amp)
+    hyper = Hyper(
+        lr=args.lr, l1_weight=args.l1_weight, jaccard_weight=args.jaccard_weight, amp=args.amp
+    )
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     trainer = GANTrainer(config, hyper, device)
@@ -203,12 +225,19 @@ def train(args: argparse.Namespace) -> dict:
     images, masks = load_arrays(pairs, args.size)
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
     batches = Batches(images, masks, args.batch_size, rng)
-    console.log(f"{len(images)} train / {len(val_images)} val images on {device}, "
-                f"{torch.get_num_threads()} threads")
+    console.log(
+        f"{len(images)} train / {len(val_images)} val images on {device}, "
+        f"{torch.get_num_threads()} threads"
+    )
 
     record: dict = {}
-    columns = [TextColumn("epoch {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[info]}"), TimeRemainingColumn()]
+    columns = [
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+    ]
     for epoch in range(start_epoch + 1, args.epochs + 1):
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -225,24 +254,42 @@ def train(args: argparse.Namespace) -> dict:
                     console.log(f"epoch {epoch} batch {i}/{len(batches)} {info}")
         train_s = time.perf_counter() - t0
         val = evaluate_arrays(trainer.generator, val_images, val_masks, device=device).mean()
-        record = {"epoch": epoch, **{k: v / len(batches) for k, v in sums.items()},
-                  "images_per_s": len(images) / train_s, "train_seconds": train_s,
-                  "val": val, "time": time.time()}
+        record = {
+            "epoch": epoch,
+            **{k: v / len(batches) for k, v in sums.items()},
+            "images_per_s": len(images) / train_s,
+            "train_seconds": train_s,
+            "val": val,
+            "time": time.time(),
+        }
         if val["jsc"] > best_jsc:
             best_jsc = val["jsc"]
-            save_generator(trainer.generator, out / "best.pt",
-                           meta={"epoch": epoch, "val": val, "args": vars(args)})
-        state = {"trainer": trainer.state(), "rng": rng_state(rng), "epoch": epoch,
-                 "best_jsc": best_jsc, "config": config.to_dict(), "args": vars(args)}
+            save_generator(
+                trainer.generator,
+                out / "best.pt",
+                meta={"epoch": epoch, "val": val, "args": vars(args)},
+            )
+        state = {
+            "trainer": trainer.state(),
+            "rng": rng_state(rng),
+            "epoch": epoch,
+            "best_jsc": best_jsc,
+            "config": config.to_dict(),
+            "args": vars(args),
+        }
         torch.save(state, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(ckpt_path)
-        save_generator(trainer.generator, out / "last_generator.pt", meta={"epoch": epoch, "val": val})
+        save_generator(
+            trainer.generator, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
+        )
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         draw_curves(out / "log.jsonl", out / "curves.png")
-        console.log(f"epoch {epoch}: G {record['g_total']:.4f} D {record['d_total']:.4f} "
-                    f"val JSC {val['jsc']:.4f} DSC {val['dsc']:.4f} "
-                    f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})")
+        console.log(
+            f"epoch {epoch}: G {record['g_total']:.4f} D {record['d_total']:.4f} "
+            f"val JSC {val['jsc']:.4f} DSC {val['dsc']:.4f} "
+            f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})"
+        )
     return record
 
 
@@ -255,8 +302,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: the last finished epoch is in last.pt; continue with --resume",
-              file=sys.stderr)
+        print(
+            "interrupted: the last finished epoch is in last.pt; continue with --resume",
+            file=sys.stderr,
+        )
         return 130
     return 0
 

@@ -35,7 +35,9 @@ def test_jsc_threshold_keeps_good_scores():
 
 def test_empty_versus_empty_is_perfect():
     empty = np.zeros((5, 7), np.uint8)
-    assert scores(confusion(empty, empty)) == {k: 1.0 for k in ("acc", "dsc", "jsc", "sen", "spe", "jsc_th")}
+    assert scores(confusion(empty, empty)) == {
+        k: 1.0 for k in ("acc", "dsc", "jsc", "sen", "spe", "jsc_th")
+    }
 
 
 def test_torch_float_and_uint8_masks_any_size():
@@ -72,7 +74,9 @@ def test_loss_values_on_known_inputs():
     # Jaccard: inter 1.5, union 2 + 1.5 - 1.5 = 2 → 1 - 0.75
     assert float(jaccard_loss(target, prob)) == pytest.approx(0.25, abs=1e-5)
     assert float(jaccard_loss(target, target)) == pytest.approx(0.0, abs=1e-6)
-    assert float(jaccard_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))) == pytest.approx(0.0)
+    assert float(jaccard_loss(torch.zeros(1, 1, 2, 2), torch.zeros(1, 1, 2, 2))) == pytest.approx(
+        0.0
+    )
     # generator: BCE(logit 0 → p 0.5, 1) = ln 2; total = ln2 + 0.1·0.25 + 0.5·0.25
     g = generator_loss(torch.zeros(1, 1, 3, 3), target, prob)
     assert float(g["adversarial"]) == pytest.approx(np.log(2), abs=1e-6)

@@ -35,8 +35,21 @@ def tiny_isic(tmp_path_factory) -> Path:
 
 
 def _train(data: Path, out: Path, *extra: str) -> int:
-    return train_main(["--data", str(data), "--out", str(out), "--size", "64", "--batch-size", "2",
-                       "--device", "cpu", *extra])
+    return train_main(
+        [
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--size",
+            "64",
+            "--batch-size",
+            "2",
+            "--device",
+            "cpu",
+            *extra,
+        ]
+    )
 
 
 def _log(out: Path) -> list[dict]:
@@ -101,8 +114,20 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
         cv2.imwrite(str(data / "masks" / f"{stem}_lesion.png"), mask)
     weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
     # when
-    rc = evaluate_main(["--data", str(data), "--weights", str(weights), "--device", "cpu",
-                        "--json", str(tmp_path / "m.json"), "--overlays", str(tmp_path / "o.png")])
+    rc = evaluate_main(
+        [
+            "--data",
+            str(data),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "m.json"),
+            "--overlays",
+            str(tmp_path / "o.png"),
+        ]
+    )
     # then: A: TP 50 FP 150 → JSC .25 DSC .4 ACC .25 SEN 1 SPE 0; B: TP 0 FP 200 → all 0 but SEN 1
     assert rc == 0
     result = json.loads((tmp_path / "m.json").read_text())
@@ -142,8 +167,9 @@ def test_predict_writes_masks_at_each_images_size(tmp_path, capsys):
     cv2.imwrite(str(images / "a.png"), np.full((200, 300, 3), 90, np.uint8))
     cv2.imwrite(str(images / "b.jpg"), np.full((77, 51, 3), 200, np.uint8))
     weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
-    rc = predict_main([str(images), "--weights", str(weights), "--out", str(tmp_path / "out"),
-                       "--device", "cpu"])
+    rc = predict_main(
+        [str(images), "--weights", str(weights), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    )
     assert rc == 0
     a = cv2.imread(str(tmp_path / "out" / "a_mask.png"), cv2.IMREAD_GRAYSCALE)
     b = cv2.imread(str(tmp_path / "out" / "b_mask.png"), cv2.IMREAD_GRAYSCALE)
@@ -155,4 +181,6 @@ def test_predict_writes_masks_at_each_images_size(tmp_path, capsys):
 def test_predict_reports_a_missing_input(tmp_path, capsys):
     rc = predict_main([str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")])
     assert rc == 2
-    assert capsys.readouterr().err.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
+    assert (
+        capsys.readouterr().err.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
+    )

@@ -1,0 +1,141 @@
+"""``python -m slsnet.card``: turn a training run into shipped weights and a model card.
+
+Copies the run's best generator to ``--out`` (``weights_only``-loadable), re-measures it on the
+validation folder with the evaluation code, and writes ``<out>.json``: architecture, size,
+normalisation, threshold, data and split, epochs, hardware, wall time, metrics, command, citations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from slsnet.config import INPUT_MEAN, INPUT_STD
+
+CITATIONS = [
+    "Sarker M.M.K., Rashwan H.A., Akram F., et al. SLSNet: Skin lesion segmentation using a "
+    "lightweight generative adversarial network. Expert Systems with Applications 183 (2021) "
+    "115433.",
+    "Codella N., Gutman D., Celebi M.E., et al. Skin lesion analysis toward melanoma detection: "
+    "a challenge at the International Symposium on Biomedical Imaging (ISBI) 2017. "
+    "arXiv:1710.05006.",
+]
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int) -> dict:
+    """The model card dict for ``run`` (a folder written by ``slsnet.train``)."""
+    from slsnet.info import count_params
+
+    args = json.loads((run / "args.json").read_text())
+    log = [
+        json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()
+    ]
+    meta = getattr(generator, "meta", {})
+    best_epoch = meta.get("epoch")
+    return {
+        "name": "SLSNet generator trained on ISIC 2017",
+        "architecture": "SLSNet generator (Sarker et al. 2021), see slsnet/generator.py",
+        "config": generator.config.to_dict(),
+        "parameters": count_params(generator),
+        "input": {
+            "size_wh": [generator.config.input_size, generator.config.input_size],
+            "colour": "RGB",
+            "resize": "stretch to the square size (aspect not kept), area filter when shrinking",
+            "normalisation": f"(pixel / 255 - {INPUT_MEAN}) / {INPUT_STD}",
+        },
+        "output": "lesion probability per pixel; resize to the image size, then threshold",
+        "threshold": generator.config.threshold,
+        "training": {
+            "data": "ISIC 2017 Task 1 training split (2000 dermoscopic images with expert masks, "
+            "256x256 copies)",
+            "selection": "best validation JSC over epochs, ISIC 2017 validation split (150 images)",
+            "epochs_run": len(log),
+            "best_epoch": best_epoch,
+            "batch_size": args.get("batch_size"),
+            "optimiser": f"Adam lr {args.get('lr')} betas (0.5, 0.999), one D step then one G step",
+            "loss": f"BCE adversarial + {args.get('l1_weight')}·L1 "
+            f"+ {args.get('jaccard_weight')}·Jaccard",
+            "augmentation": "h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2 (online)",
+            "hardware": f"{_cpu_name()}, {args.get('device')} (shared 2-core machine)",
+            "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
+            "command": "python -m slsnet.train "
+            + " ".join(
+                f"--{k.replace('_', '-')} {v}"
+                for k, v in args.items()
+                if k
+                in (
+                    "data",
+                    "out",
+                    "epochs",
+                    "batch_size",
+                    "size",
+                    "lr",
+                    "l1_weight",
+                    "jaccard_weight",
+                )
+            ),
+        },
+        "evaluation": {
+            "data": str(data),
+            "n": n_val,
+            "metrics": val,
+            "protocol": "prediction resized to each mask's resolution, threshold 0.5, "
+            "per-image mean",
+            "command": f"python -m slsnet.evaluate --data {data} --weights {out}",
+        },
+        "limitations": "Trained on ISIC 2017 dermoscopy only; not a medical device; not "
+        "validated on other cameras, skin types or video (see --smooth for video).",
+        "citations": CITATIONS,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Export the best generator of a run with its model card."""
+    parser = argparse.ArgumentParser(prog="python -m slsnet.card", description=__doc__)
+    parser.add_argument("--run", required=True, help="training run folder (with best.pt)")
+    parser.add_argument("--data", required=True, help="validation folder (images/ + masks/)")
+    parser.add_argument("--out", default="weights/slsnet_isic2017.pt")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from slsnet.data import find_pairs, read_mask, read_rgb
+    from slsnet.evaluate import evaluate_arrays
+    from slsnet.export import WeightsError, load_generator, save_generator
+    from slsnet.inference import resize_to_input
+
+    run, data, out = Path(args.run), Path(args.data), Path(args.out)
+    try:
+        generator = load_generator(run / "best.pt")
+        pairs = find_pairs(data)
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    size = generator.config.input_size
+    small = np.stack([resize_to_input(read_rgb(p.image), size) for p in pairs])
+    masks = [read_mask(p.mask) for p in pairs]
+    val = evaluate_arrays(generator, small, masks, device=torch.device("cpu")).mean()
+    card = build_card(run, data, out, generator, val, len(pairs))
+    save_generator(generator, out, meta={"epoch": card["training"]["best_epoch"], "val": val})
+    out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
+    print(json.dumps(card["evaluation"]["metrics"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
