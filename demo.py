@@ -1,0 +1,19 @@
+#!/usr/bin/env python3
+"""SLSNet live demo: camera or video file in; masked video, masks and measurements out.
+
+Examples::
+
+    python demo.py                                   # the bundled sample clip, in a window
+    python demo.py --camera 0                        # live from the first camera
+    python demo.py --video clip.mp4 --output out.mp4 --mask-dir masks/ --csv lesion.csv
+    python demo.py --no-display --max-frames 100     # headless speed check
+
+All flags: ``python demo.py --help``. The parser and the wiring live in :mod:`stream.cli`.
+"""
+
+import sys
+
+from stream.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(prog="demo.py"))

@@ -1,0 +1,237 @@
+"""Command line of the live demo, shared by ``demo.py`` and ``python -m stream``.
+
+Parses the flags, resolves the device once, opens the source, builds the engine, opens the
+outputs, and runs the :class:`~stream.pipeline.Pipeline`; a file run shows a progress bar and
+ends with a summary table. Every user mistake is one ``error: ...`` line and exit status 1
+(2 for bad flags); ``--debug`` shows tracebacks. Ctrl-C finishes the frame in hand, closes the
+outputs, prints the summary and exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import traceback
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from stream.engine import (
+    DEFAULT_WEIGHTS,
+    DEVICES,
+    PRECISIONS,
+    EngineError,
+    WeightsError,
+    build_engine,
+    default_threads,
+    resolve_device,
+)
+from stream.errors import PipelineError
+from stream.smoothing import MODES, build_smoother
+from stream.stats import PipelineStats, Summary
+
+SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
+EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
+
+
+def _camera(text: str) -> int | str:
+    text = text.strip()
+    if text.isdigit():
+        return int(text)
+    if text.startswith("/dev/video"):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a camera index or /dev/videoN, got {text!r}")
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser of ``demo.py`` / ``python -m stream``."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Real-time skin-lesion segmentation (SLSNet) of dermatoscope video: a camera "
+        "or a video file in; the masked video, masks and measurements out. With no source it "
+        f"plays the bundled sample clip ({SAMPLE.name}).",
+        epilog="Window keys: q/Esc quit, space pause, m mask on/off, h HUD on/off, s snapshot.",
+    )
+    src = parser.add_argument_group("source (one of)").add_mutually_exclusive_group()
+    src.add_argument("--camera", type=_camera, nargs="?", const=0, metavar="INDEX|/dev/videoN",
+                     help="live camera (default index 0 when given without a value)")
+    src.add_argument("--video", metavar="PATH", help="video file to process")
+    out = parser.add_argument_group("outputs (any combination)")
+    out.add_argument("--output", metavar="PATH",
+                     help="write the rendered video (mask overlay and HUD) as H.264 MP4")
+    out.add_argument("--mask-dir", metavar="DIR", help="write one 0/255 PNG mask per frame")
+    out.add_argument("--mask-video", metavar="PATH", help="write the masks as a lossless video")
+    out.add_argument("--csv", metavar="PATH",
+                     help="write per-frame measurements: lesion area, box, centroid, stage times")
+    out.add_argument("--no-display", action="store_true",
+                     help="no window (headless); without other outputs it just measures speed")
+    out.add_argument("--no-hud", action="store_true",
+                     help="hide the HUD (FPS, latency, drops, device) in window and --output")
+    model = parser.add_argument_group("model and device")
+    model.add_argument("--weights", metavar="PATH",
+                       help=f"generator weights (default: {DEFAULT_WEIGHTS} if present, else "
+                       "random weights with a loud UNTRAINED WEIGHTS warning)")
+    model.add_argument("--device", choices=DEVICES, default="auto",
+                       help="where the network runs; auto picks CUDA when available")
+    model.add_argument("--precision", choices=PRECISIONS, default="auto",
+                       help="network precision; auto = fastest measured for the device "
+                       "(CPU: fp32; GPU: fp16); fp16 needs CUDA")
+    model.add_argument("--no-cuda-graph", action="store_true",
+                       help="GPU: run eagerly instead of replaying a captured CUDA graph")
+    model.add_argument("--batch", type=_positive, default=1,
+                       help="frames per network call (more throughput on files, more latency)")
+    model.add_argument("--threads", type=_positive, default=None,
+                       help=f"CPU: intra-op threads (default: cores - 1 = {default_threads()})")
+    run = parser.add_argument_group("run")
+    run.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
+    run.add_argument("--realtime", action="store_true",
+                     help="play a file at its own frame rate, dropping frames like a camera "
+                     "when processing falls behind")
+    run.add_argument("--smooth", choices=MODES, default="off",
+                     help="temporal smoothing of the masks between frames")
+    run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return parser
+
+
+def summary_table(summary: Summary, *, title: str = "SLSNet live: summary") -> Table:
+    """The end-of-run table: counts, FPS and per-stage latency percentiles."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("stage")
+    for name in ("p50 ms", "p95 ms", "p99 ms"):
+        table.add_column(name, justify="right")
+    for stage, values in summary.latency.items():
+        table.add_row(stage, *("-" if math.isnan(v) else f"{v:.1f}" for v in values))
+    table.caption = (f"device {summary.device}  ·  frames in {summary.frames_in}, out "
+                     f"{summary.frames_out}, dropped {summary.dropped}  ·  {summary.fps:.1f} FPS"
+                     f"  ·  wall {summary.wall_s:.1f} s"
+                     + ("  ·  interrupted" if summary.interrupted else ""))
+    return table
+
+
+class _Progress:
+    """A rich progress bar (frames, FPS, ETA) fed by the pipeline's stats."""
+
+    def __init__(self, console: Console, total: int | None) -> None:
+        self.bar = Progress(TextColumn("[bold]processing"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[fps]:.1f} FPS"), TimeRemainingColumn(),
+                            console=console, transient=False)
+        self.task = self.bar.add_task("frames", total=total, fps=0.0)
+
+    def __call__(self, stats: PipelineStats) -> None:
+        self.bar.update(self.task, completed=stats.frames_out, fps=stats.processed.rate())
+
+
+def _pick_window(args, console: Console, has_outputs: bool):
+    if args.no_display:
+        return None
+    from stream.window import WindowSink, display_problem
+
+    problem = display_problem()
+    if problem is None:
+        return WindowSink()
+    if has_outputs:
+        console.print(f"[yellow]warning:[/] no display ({problem}); continuing headless")
+        return None
+    raise PipelineError(f"no display ({problem}); use --no-display, or give an output "
+                        "such as --output or --csv")
+
+
+def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
+    """Wire and run everything for parsed ``args``; returns the exit status."""
+    from stream.pipeline import Pipeline
+    from stream.render import Renderer
+    from stream.sinks import open_sinks
+    from stream.sources import open_source
+
+    console = console or Console(stderr=True)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    device = resolve_device(args.device)
+    spec = args.camera if args.camera is not None else (args.video or str(SAMPLE))
+    if args.camera is None and args.video is None:
+        console.print(f"no source given: playing the sample clip {SAMPLE}")
+    smoother = build_smoother(args.smooth)
+    has_outputs = any((args.output, args.mask_dir, args.mask_video, args.csv))
+    window = _pick_window(args, console, has_outputs)
+    source = open_source(spec, realtime=args.realtime)
+    sinks: list = []
+    try:
+        for note in getattr(source, "warnings", []):
+            console.print(f"[yellow]warning:[/] {note}")
+        threads = args.threads or (default_threads() if device.type == "cpu" else None)
+        engine = build_engine(device=device, weights=args.weights, precision=args.precision,
+                              cuda_graph=not args.no_cuda_graph, batch=args.batch,
+                              threads=threads)
+        if engine.untrained:
+            console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
+                                "network has random weights and its masks are meaningless.",
+                                style="bold red"))
+        sinks = open_sinks(source.info, output=args.output, mask_dir=args.mask_dir,
+                           mask_video=args.mask_video, csv_path=args.csv)
+        for sink in sinks:
+            for note in getattr(sink, "warnings", []):
+                console.print(f"[yellow]warning:[/] {note}")
+    except BaseException:
+        source.close()
+        for sink in sinks:
+            sink.discard()
+        raise
+    renderer = Renderer(device=engine.name, untrained=engine.untrained, hud=not args.no_hud)
+    pipeline = Pipeline(source, engine, sinks=sinks, window=window, smoother=smoother,
+                        renderer=renderer, batch=args.batch, max_frames=args.max_frames)
+    console.print(f"{source.info.name}: {source.info.size_wh[0]}×{source.info.size_wh[1]} at "
+                  f"{source.info.fps:.2f} fps → {engine.name}"
+                  + (f", smoothing {args.smooth}" if args.smooth != "off" else ""))
+    total = source.info.frame_count
+    if args.max_frames is not None and total is not None:
+        total = min(total, args.max_frames)
+    progress = None if source.info.live else _Progress(console, total)
+    try:
+        if progress is not None:
+            with progress.bar:
+                summary = pipeline.run(progress=progress)
+                progress(pipeline.stats)
+        else:
+            summary = pipeline.run()
+    except PipelineError as exc:
+        summary = getattr(exc, "summary", None)
+        if summary is not None:
+            console.print(summary_table(summary, title="SLSNet live: summary (failed)"))
+        raise
+    console.print(summary_table(summary))
+    for sink in sinks:
+        for note in getattr(sink, "warnings", []):
+            console.print(f"[yellow]warning:[/] {note}")
+    return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
+    """Entry point: parse ``argv`` and run; user errors are one line, exit status non-zero."""
+    args = build_parser(prog).parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return run(args, console=console)
+    except (PipelineError, EngineError, WeightsError, ValueError, OSError) as exc:
+        if args.debug:
+            traceback.print_exc()
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"error: {message}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:  # Ctrl-C before the pipeline took over the signal
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

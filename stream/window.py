@@ -1,0 +1,170 @@
+"""The window sink: ``cv2.imshow`` on the main thread, with keyboard controls.
+
+Keys: q or Esc quits, space pauses, m toggles the mask, h the HUD, s saves a snapshot PNG.
+
+OpenCV's Qt backend aborts the whole process when it cannot reach a display, so
+:func:`display_problem` checks first, without touching Qt in this process: ``$DISPLAY`` must be
+set, its X server must accept a connection, and a throw-away child process must be able to open
+a window. Only then does the first ``imshow`` happen here.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+
+from stream.frame import Frame, SourceInfo
+
+PROBE = "import cv2; cv2.namedWindow('probe'); cv2.waitKey(1); cv2.destroyAllWindows()"
+KEY_QUIT = {ord("q"), ord("Q"), 27}  # 27: Esc
+MAX_START_WH = (1280, 800)  # a bigger frame opens scaled down (the window stays resizable)
+
+
+def _x_socket_ok(display: str, timeout: float = 1.0) -> bool:
+    """Whether the X server named by ``display`` ("[host]:N[.s]") accepts a connection."""
+    host, _, rest = display.rpartition(":")
+    number = rest.split(".")[0]
+    if not number.isdigit():
+        return False
+    try:
+        if host in ("", "unix"):
+            path = f"/tmp/.X11-unix/X{number}"
+            for address in (path, "\0" + path):  # the file, then Linux's abstract namespace
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+                    sock.settimeout(timeout)
+                    try:
+                        sock.connect(address)
+                        return True
+                    except OSError:
+                        continue
+            return False
+        with socket.create_connection((host, 6000 + int(number)), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def display_problem(*, probe: bool = True) -> str | None:
+    """Why no window can be shown here, or None when one can.
+
+    Args:
+        probe: also open a window in a child process (catches X authorisation problems).
+    """
+    build = cv2.getBuildInformation()
+    gui = next((line.split(":", 1)[1].strip() for line in build.splitlines()
+                if line.strip().startswith("GUI:")), "")
+    if gui.upper() in ("", "NONE"):
+        return "this OpenCV build has no GUI support (opencv-python-headless?)"
+    if sys.platform.startswith("linux"):
+        display = os.environ.get("DISPLAY", "")
+        if not display:
+            return "DISPLAY is not set"
+        if not _x_socket_ok(display):
+            return f"cannot connect to the X server at DISPLAY={display}"
+    if probe:
+        try:
+            done = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, timeout=20)
+        except subprocess.TimeoutExpired:
+            return "opening a test window timed out"
+        if done.returncode != 0:
+            lines = done.stderr.decode(errors="replace").strip().splitlines()
+            return f"a test window could not open ({lines[-1] if lines else done.returncode})"
+    return None
+
+
+class WindowSink:
+    """Shows rendered frames and turns keys into pipeline controls.
+
+    Args:
+        title: window title.
+        snapshot_dir: where s saves ``snapshot_<index>.png``.
+        wait_ms: ``cv2.waitKey`` delay per poll.
+    """
+
+    name = "window"
+
+    def __init__(self, *, title: str = "SLSNet live", snapshot_dir: str | Path = ".",
+                 wait_ms: int = 1) -> None:
+        self.title = title
+        self.snapshot_dir = Path(snapshot_dir)
+        self.wait_ms = wait_ms
+        self.shown = 0
+        self.snapshots: list[Path] = []
+        self._last: Frame | None = None
+        self._image = None
+        self._open = False
+
+    def open(self, info: SourceInfo) -> None:
+        """Create the window, sized to fit ``info.size_wh`` on a laptop screen."""
+        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+        width, height = info.size_wh
+        scale = min(1.0, MAX_START_WH[0] / width, MAX_START_WH[1] / height)
+        cv2.resizeWindow(self.title, max(1, round(width * scale)), max(1, round(height * scale)))
+        self._open = True
+
+    def show(self, frame: Frame) -> None:
+        """Display ``frame.rendered`` (the plain image if it was not rendered)."""
+        self._last = frame
+        self._display(frame.rendered if frame.rendered is not None else frame.image)
+
+    def _display(self, image) -> None:
+        self._image = image
+        cv2.imshow(self.title, image)
+        self.shown += 1
+
+    def poll(self, pipeline) -> None:
+        """Handle pending keys and window closing; ``pipeline`` is the running Pipeline."""
+        key = cv2.waitKey(self.wait_ms)
+        if key != -1:
+            self.handle_key(key & 0xFF, pipeline)
+        elif cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+            pipeline.request_stop()  # the user closed the window
+
+    def handle_key(self, key: int, pipeline) -> None:
+        """Act on one key code (see the module docstring)."""
+        renderer = pipeline.renderer
+        if key in KEY_QUIT:
+            pipeline.request_stop()
+        elif key == ord(" "):
+            pipeline.toggle_pause()
+        elif key in (ord("m"), ord("M")):
+            renderer.show_mask = not renderer.show_mask
+            self._redraw(pipeline)
+        elif key in (ord("h"), ord("H")):
+            renderer.show_hud = not renderer.show_hud
+            self._redraw(pipeline)
+        elif key in (ord("s"), ord("S")):
+            try:
+                self.save_snapshot()
+            except OSError as exc:  # a snapshot is a convenience: say so, keep streaming
+                print(f"warning: {exc}", file=sys.stderr)
+
+    def _redraw(self, pipeline) -> None:
+        # while paused no new frame comes: show the toggle's effect on the frame on screen
+        if pipeline.paused.is_set() and self._last is not None:
+            self._display(pipeline.renderer.render(self._last, pipeline.stats.snapshot()))
+
+    def save_snapshot(self) -> Path | None:
+        """Write the picture on screen as PNG; returns its path (None before the first frame)."""
+        if self._image is None:
+            return None
+        index = self._last.index if self._last is not None else self.shown
+        path = self.snapshot_dir / f"snapshot_{index:06d}_{time.strftime('%H%M%S')}.png"
+        if not cv2.imwrite(str(path), self._image):
+            raise OSError(f"cannot write snapshot {path}")
+        print(f"snapshot saved: {path}", file=sys.stderr)
+        self.snapshots.append(path)
+        return path
+
+    def close(self) -> None:
+        """Destroy the window (idempotent)."""
+        if self._open:
+            self._open = False
+            cv2.destroyWindow(self.title)
+            cv2.waitKey(1)
