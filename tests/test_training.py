@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from slsnet import build_generator, load_generator
+from slsnet import SLSNetConfig, build_generator, load_generator
+from slsnet.card import main as card_main
 from slsnet.evaluate import main as evaluate_main
 from slsnet.export import WeightsError, save_generator
 from slsnet.predict import main as predict_main
@@ -56,12 +57,16 @@ def _log(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
 
 
+@pytest.fixture(scope="module")
+def trained_run(tiny_isic, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert _train(tiny_isic, run, "--epochs", "1") == 0
+    return run
+
+
 @pytest.mark.timeout(300)
-def test_real_training_writes_checkpoints_log_and_curves(tiny_isic, tmp_path):
-    # when
-    assert _train(tiny_isic, tmp_path / "run", "--epochs", "1") == 0
-    # then
-    run = tmp_path / "run"
+def test_real_training_writes_checkpoints_log_and_curves(trained_run):
+    run = trained_run
     for name in ("last.pt", "best.pt", "last_generator.pt", "log.jsonl", "curves.png", "args.json"):
         assert (run / name).is_file(), name
     (record,) = _log(run)
@@ -184,3 +189,25 @@ def test_predict_reports_a_missing_input(tmp_path, capsys):
     assert (
         capsys.readouterr().err.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
     )
+
+
+@pytest.mark.timeout(300)
+def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
+    # when
+    out = tmp_path / "weights" / "model.pt"
+    assert (
+        card_main(["--run", str(trained_run), "--data", str(tiny_isic / "val"), "--out", str(out)])
+        == 0
+    )
+    # then: the weights load, and the card carries what a user needs to trust them
+    gen = load_generator(out)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["parameters"] == sum(p.numel() for p in gen.parameters())
+    assert SLSNetConfig.from_dict(card["config"]) == gen.config
+    assert card["input"]["size_wh"] == [64, 64]
+    assert card["threshold"] == 0.5
+    assert card["training"]["epochs_run"] == 1
+    assert card["evaluation"]["n"] == 2
+    assert set(card["evaluation"]["metrics"]) == {"acc", "dsc", "jsc", "sen", "spe", "jsc_th"}
+    assert any("1710.05006" in c for c in card["citations"])
+    assert card["training"]["command"].startswith("python -m slsnet.train --data")
