@@ -69,12 +69,18 @@ class Probe:
     pix_fmt: str | None
     audio_codec: str | None
     audio_packets: int
-    audio_pts: tuple[int, ...]
+    audio_pts: tuple[int, ...]  # in demux order
+    audio_time_base: Fraction | None = None
 
     @property
     def pts_seconds(self) -> list[Fraction]:
         """Exact video presentation times in seconds."""
         return [p * self.time_base for p in self.video_pts]
+
+    @property
+    def audio_seconds(self) -> list[Fraction]:
+        """Exact audio packet times in seconds."""
+        return [p * self.audio_time_base for p in self.audio_pts]
 
 
 def synthetic_frame(index: int, size_wh: tuple[int, int] = (160, 120)) -> np.ndarray:
@@ -129,6 +135,7 @@ def write_clip(
     bframes: int = 0,
     gop: int | None = None,
     audio: bool = False,
+    audio_codec: str = "aac",
     rotation: int | None = None,
     container_format: str | None = None,
 ) -> Clip:
@@ -146,7 +153,8 @@ def write_clip(
         pix_fmt: coded pixel format; default yuv420p (yuvj420p for mjpeg).
         bframes: B-frames for libx264 (>0: decode order differs from presentation order).
         gop: keyframe interval in frames (default: the encoder's).
-        audio: add a mono 16 kHz AAC tone as long as the video.
+        audio: add a mono 16 kHz tone as long as the video.
+        audio_codec: its encoder ("aac", "pcm_s16le", "pcm_mulaw", "mp3", ...).
         rotation: display rotation in degrees counter-clockwise (stream display matrix).
         container_format: force a muxer ("mp4", "matroska", "mpegts", ...).
 
@@ -175,7 +183,7 @@ def write_clip(
             video.codec_context.gop_size = gop
         if rotation is not None:
             video.set_display_rotation(rotation)
-        tone = _add_tone(out) if audio else None
+        tone = _add_tone(out, audio_codec) if audio else None
         duration = float((pts[-1] * time_base) + Fraction(1, fps))
         audio_done = 0.0
         for i, p in enumerate(pts):
@@ -201,7 +209,7 @@ def write_clip(
 
 
 class _Tone:
-    """A 440 Hz mono tone encoded as AAC, written in 1024-sample frames on demand."""
+    """A 440 Hz mono tone, encoded as it goes in 1024-sample frames."""
 
     RATE, SAMPLES = 16000, 1024
 
@@ -211,8 +219,14 @@ class _Tone:
     def write_until(self, seconds: float) -> float:
         while self.written < seconds * self.RATE:
             t = (self.written + np.arange(self.SAMPLES)) / self.RATE
-            pcm = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None, :]
-            frame = av.AudioFrame.from_ndarray(pcm, format="fltp", layout="mono")
+            wave = 0.2 * np.sin(2 * np.pi * 440 * t)[None, :]
+            fmt = self.stream.codec_context.format.name
+            pcm = (
+                (wave * 32767).astype(np.int16)
+                if fmt.startswith("s16")
+                else wave.astype(np.float32)
+            )
+            frame = av.AudioFrame.from_ndarray(pcm, format=fmt, layout="mono")
             frame.sample_rate, frame.pts = self.RATE, self.written
             frame.time_base = Fraction(1, self.RATE)
             self.out.mux(self.stream.encode(frame))
@@ -223,8 +237,10 @@ class _Tone:
         self.out.mux(self.stream.encode())
 
 
-def _add_tone(out) -> _Tone:
-    stream = out.add_stream("aac", rate=_Tone.RATE, layout="mono")
+def _add_tone(out, codec: str = "aac") -> _Tone:
+    stream = out.add_stream(codec, rate=_Tone.RATE, layout="mono")
+    if codec.startswith("pcm_"):
+        stream.codec_context.format = "s16"
     return _Tone(out, stream)
 
 
@@ -305,6 +321,7 @@ def probe(path: str | Path) -> Probe:
             audio_codec=audio.codec_context.name if audio else None,
             audio_packets=len(audio_pts),
             audio_pts=tuple(audio_pts),
+            audio_time_base=audio.time_base if audio else None,
         )
 
 
