@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 
 from stream.engine import Engine
 from stream.errors import PipelineError
+from stream.faults import FaultyQueue, fault_from_env
 from stream.frame import Frame
 from stream.queues import EOS, FrameQueue, Stopped
 from stream.render import Renderer
@@ -88,6 +89,9 @@ class Pipeline:
         self._display_q = FrameQueue(1, "latest", name="display queue")
         self.interrupted = False
         self._threads: list[threading.Thread] = []
+        self._fault = fault_from_env()  # SLSNET_FAIL_STAGE: a failure the tests inject
+        if self._fault is not None and self._fault.stage == "source":
+            source.queue = FaultyQueue(source.queue, self._fault)
 
     # ---- control, from any thread ----------------------------------------------------------
 
@@ -145,6 +149,8 @@ class Pipeline:
 
     def _stage(self, name: str, fn: Callable, *args, **kwargs) -> object:
         try:
+            if self._fault is not None:
+                self._fault.check(name, args[0] if args else None)
             return fn(*args, **kwargs)
         except (Stopped, StageError):
             raise
