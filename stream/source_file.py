@@ -45,6 +45,7 @@ class FileSource(Source):
             self._step = max(1, round(1 / (self._fps * self._time_base)))
             self._last_pts: int | None = None
             self._errors_in_row = 0
+            self._read_to = 0  # bytes of the file the demuxer got through
             self._frames = self._decode()
             t0 = time.perf_counter()
             first = next(self._frames, None)
@@ -111,16 +112,34 @@ class FileSource(Source):
                     except av.FFmpegError:
                         self._skip("undecodable packets")
                         continue
+                    if packet.pos is not None and packet.pos >= 0:
+                        self._read_to = max(self._read_to, packet.pos + packet.size)
                     for vf in decoded:
                         self._errors_in_row = 0
                         self._decoded += 1
                         yield _to_bgr(vf), self._pts(vf)
+                self._account_for_missing()
                 return
             except av.InvalidDataError:
                 # a damaged container chunk: count it and read on from where the demuxer is
                 self._skip("read errors")
             except av.FFmpegError as exc:
                 raise SourceError(f"{self.path}: reading failed: {_reason(exc)}") from None
+
+    def _account_for_missing(self) -> None:
+        """At the end: count frames the file promised but never gave, or say where it stopped."""
+        expected = self.info.frame_count
+        if expected:
+            self._unreadable = max(self._unreadable, expected - self._decoded)
+            return
+        size = self.path.stat().st_size
+        if self._read_to and size - self._read_to > max(0.1 * size, 1024):
+            note = (
+                f"{self.path.name}: reading stopped at {100 * self._read_to / size:.0f}% of the "
+                f"file (byte {self._read_to} of {size}); the rest is damaged or unreadable"
+            )
+            self.warnings.append(note)
+            self.status = note
 
     def _skip(self, what: str) -> None:
         """Count one unreadable packet; give up after too many in a row."""
