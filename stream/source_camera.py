@@ -105,7 +105,13 @@ class CameraSource(Source):
                     cap.release()
                     continue
                 self._configure(cap)
+                t0 = time.perf_counter()
                 ok, image = cap.read()
+                # this probe frame is delivered first, with the time it was really captured
+                self._first_at, self._first_ms = (
+                    time.perf_counter(),
+                    (time.perf_counter() - t0) * 1e3,
+                )
                 if not ok or image is None:
                     tried.append(f"{label}: opened but delivered no frame")
                     cap.release()
@@ -148,6 +154,7 @@ class CameraSource(Source):
             t0 = time.perf_counter()
             if self._first is not None:
                 image, self._first = self._first, None
+                now, read_ms = self._first_at, self._first_ms
             else:
                 ok, raw = self._cap.read()
                 if not ok or raw is None:
@@ -158,7 +165,8 @@ class CameraSource(Source):
                     note_until = time.perf_counter() + NOTE_SECONDS
                     continue
                 image = _to_bgr(raw)
-            now = time.perf_counter()
+                now = time.perf_counter()
+                read_ms = (now - t0) * 1e3
             self._decoded += 1
             frame = Frame(
                 image=image,
@@ -166,7 +174,7 @@ class CameraSource(Source):
                 pts=None,
                 time_base=CAMERA_TIME_BASE,
                 capture_time=now,
-                timings={"capture": (now - t0) * 1e3},
+                timings={"capture": read_ms},
             )
             if note is not None and now < note_until:
                 frame.notes["source"] = note
