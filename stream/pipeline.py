@@ -110,6 +110,11 @@ class Pipeline:
         return self.paused.is_set()
 
     @property
+    def stop_requested(self) -> bool:
+        """Whether a soft or hard stop has been asked for."""
+        return self._source_stop.is_set()
+
+    @property
     def error(self) -> StageError | None:
         """The first failure, or None."""
         with self._lock:

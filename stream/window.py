@@ -99,10 +99,13 @@ class WindowSink:
         self._last: Frame | None = None
         self._image = None
         self._open = False
+        self._mapped = False
 
     def open(self, info: SourceInfo) -> None:
         """Create the window, sized to fit ``info.size_wh`` on a laptop screen."""
-        cv2.namedWindow(self.title, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+        # GUI_NORMAL: no Qt toolbar or status bar, so the frame gets the whole window
+        flags = cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO | cv2.WINDOW_GUI_NORMAL
+        cv2.namedWindow(self.title, flags)
         width, height = info.size_wh
         scale = min(1.0, MAX_START_WH[0] / width, MAX_START_WH[1] / height)
         cv2.resizeWindow(self.title, max(1, round(width * scale)), max(1, round(height * scale)))
@@ -123,7 +126,10 @@ class WindowSink:
         key = cv2.waitKey(self.wait_ms)
         if key != -1:
             self.handle_key(key & 0xFF, pipeline)
-        elif cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) < 1:
+        # the window maps asynchronously: it counts as closed only once it has been seen open
+        if cv2.getWindowProperty(self.title, cv2.WND_PROP_VISIBLE) >= 1:
+            self._mapped = True
+        elif self._mapped:
             pipeline.request_stop()  # the user closed the window
 
     def handle_key(self, key: int, pipeline) -> None:
