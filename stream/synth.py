@@ -51,6 +51,30 @@ def _smooth_noise(rng: np.random.Generator, t: np.ndarray, hz: float) -> np.ndar
     return out / max(np.abs(out).max(), 1e-6)
 
 
+def synthetic_still(
+    size_wh: tuple[int, int] = (256, 256), seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """A made-up dermoscopy still for tests: textured skin with an irregular dark lesion.
+
+    Returns:
+        (H×W×3 uint8 RGB image, H×W bool lesion mask).
+    """
+    w, h = size_wh
+    rng = np.random.default_rng(seed)
+    grain = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 2.0)
+    blotch = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 12.0)
+    texture = 40 * grain + 300 * blotch  # pores and uneven pigment give the flow something to hold
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    angle = np.arctan2(yy - h / 2, xx - w / 2)
+    wobble = 1 + 0.15 * np.sin(3 * angle + rng.uniform(0, 6)) + 0.08 * np.sin(5 * angle)
+    radius = np.hypot((xx - w / 2) / (0.22 * w), (yy - h / 2) / (0.18 * h))
+    mask = radius < wobble
+    skin = np.array([215, 170, 150], np.float32) + texture[..., None] * np.array([1, 0.8, 0.7])
+    lesion = np.array([110, 70, 50], np.float32) + 0.6 * texture[..., None]
+    img = np.where(mask[..., None], lesion, skin)
+    return np.clip(img, 0, 255).astype(np.uint8), mask
+
+
 def trajectory(motion: str, t: np.ndarray, anchor: tuple[float, float], seed: int) -> list[Pose]:
     """Camera poses at times ``t`` (seconds, may be fractional for sub-frame exposure).
 
