@@ -13,7 +13,11 @@ All flags: ``python demo.py --help``. The parser and the wiring live in :mod:`st
 
 import sys
 
-from stream.cli import main
+try:
+    from stream.cli import main
+except KeyboardInterrupt:  # Ctrl-C during the seconds that importing torch takes
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main(prog="demo.py"))

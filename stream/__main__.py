@@ -2,7 +2,11 @@
 
 import sys
 
-from stream.cli import main
+try:
+    from stream.cli import main
+except KeyboardInterrupt:  # Ctrl-C during the seconds that importing torch takes
+    print("interrupted", file=sys.stderr)
+    sys.exit(130)
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m stream"))

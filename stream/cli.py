@@ -201,6 +201,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
     if args.max_frames is not None and total is not None:
         total = min(total, args.max_frames)
     progress = None if source.info.live else _Progress(console, total)
+    warned = len(source.warnings)
     try:
         if progress is not None:
             with progress.bar:
@@ -212,12 +213,28 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         summary = getattr(exc, "summary", None)
         if summary is not None:
             console.print(summary_table(summary, title="SLSNet live: summary (failed)"))
+        _report_losses(source, sinks, console, warned=warned, cut_short=True)
         raise
     console.print(summary_table(summary))
     for sink in sinks:
         for note in getattr(sink, "warnings", []):
             console.print(f"[yellow]warning:[/] {note}")
+    _report_losses(source, sinks, console, warned=warned, cut_short=summary.interrupted)
     return EXIT_INTERRUPTED if summary.interrupted else 0
+
+
+def _report_losses(source, sinks, console: Console, *, warned: int, cut_short: bool) -> None:
+    """Say what the outputs lack: frames the input could not give, or the end of a cut run."""
+    for note in source.warnings[warned:]:  # found while reading, e.g. where a damaged file ends
+        console.print(f"[yellow]warning:[/] {note}")
+    unreadable = source.stats().get("unreadable", 0)
+    if unreadable:
+        console.print(f"[yellow]warning:[/] {source.info.name}: {unreadable} unreadable frame(s) "
+                      "skipped (damaged data); every readable frame was processed")
+    if cut_short:
+        for sink in sinks:
+            console.print(f"[yellow]warning:[/] {sink.path} is incomplete: it holds the first "
+                          f"{sink.written} frames only")
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
