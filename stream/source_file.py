@@ -128,6 +128,8 @@ class FileSource(Source):
 
     def _account_for_missing(self) -> None:
         """At the end: count frames the file promised but never gave, or say where it stopped."""
+        if not hasattr(self, "info"):
+            return  # not a single frame while opening: __init__ raises SourceError
         expected = self.info.frame_count
         if expected:
             self._unreadable = max(self._unreadable, expected - self._decoded)

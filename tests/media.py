@@ -301,6 +301,16 @@ def corrupt(
     return Path(dst)
 
 
+def scramble_media(src: str | Path, dst: str | Path, *, seed: int = 0) -> Path:
+    """Copy an MP4 with all of its media data ('mdat') random: intact index, no picture."""
+    data = bytearray(Path(src).read_bytes())
+    _, offset, size = next(box for box in mp4_boxes(src) if box[0] == "mdat")
+    noise = np.random.default_rng(seed).integers(0, 256, size - 8, dtype=np.uint8)
+    data[offset + 8 : offset + size] = noise.tobytes()
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
 def probe(path: str | Path) -> Probe:
     """Demux ``path`` (no decoding) and report its video PTS, time base and audio packets."""
     video_pts, audio_pts = [], []

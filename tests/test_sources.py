@@ -15,6 +15,7 @@ from media import (
     probe,
     read_index,
     run_python_unprivileged,
+    scramble_media,
     synthetic_frame,
     vfr_pts,
     write_audio_only,
@@ -219,8 +220,12 @@ def test_lossless_file_waits_for_a_slow_consumer_and_stops_on_request(tmp_path):
         ),
         (lambda d: write_audio_only(d / "audio.mp4"), "has no video stream (it holds: audio aac)"),
         (lambda d: write_text_as_video(d / "notes.mp4"), "not a video file"),
+        (
+            lambda d: scramble_media(write_clip(d / "full.mp4", frames=5).path, d / "noise.mp4"),
+            "no video frame could be decoded",
+        ),
     ],
-    ids=["missing", "directory", "zero-byte", "no-moov", "audio-only", "text"],
+    ids=["missing", "directory", "zero-byte", "no-moov", "audio-only", "text", "all-noise"],
 )
 def test_unusable_inputs_raise_one_clear_line(tmp_path, make, expected):
     # given an input that cannot be played
