@@ -254,3 +254,37 @@ def test_stats_percentiles_and_rates():
     snap = stats.snapshot()
     assert snap.latency["infer"][0] == pytest.approx(7.5)  # the last 4 of 0..9
     assert stats.summary().latency["infer"][0] == pytest.approx(4.5)  # the whole run
+
+
+@pytest.mark.timeout(60)
+def test_realtime_playback_drops_frames_and_counts_every_drop(tmp_path, engine):
+    # given a 2 s clip played at its own rate by a pipeline slower than 25 fps on this machine
+    clip = write_clip(tmp_path / "in.mp4", frames=50)
+    source = open_source(str(clip.path), realtime=True, queue_size=1)
+    seen: list = []
+
+    class Collect(FailingSink):
+        name = "collect"
+
+        def write(self, frame):
+            seen.append(frame.index)
+
+    # when
+    summary = Pipeline(source, SlowEngine(engine), sinks=[Collect(0)]).run(handle_sigint=False)
+    # then frames were dropped, each one is counted, and what came out is in order
+    assert summary.dropped > 0
+    assert summary.frames_in == summary.frames_out == len(seen)
+    assert summary.frames_in + summary.dropped == 50
+    assert seen == sorted(set(seen))  # in order, none twice
+
+
+class SlowEngine(FailingEngine):
+    """The real engine, at least 100 ms a call: slower than 25 fps on any machine."""
+
+    def __init__(self, real) -> None:
+        super().__init__(real, fail_at=10**9)
+
+    def infer(self, frames) -> None:
+        t0 = time.perf_counter()
+        super().infer(frames)
+        time.sleep(max(0.0, 0.1 - (time.perf_counter() - t0)))
