@@ -5,15 +5,44 @@ then ``smoother(frame)``. A smoother may replace ``frame.prob`` and ``frame.mask
 mask from the smoothed probability), and fills ``frame.prob`` itself on frames it chose not to
 send through the network (keyframe propagation). ``reset()`` forgets all history (seek, source
 change, scene cut).
+
+Modes:
+    ``off``: the network's mask as it is.
+    ``ema``: blend each probability with the previous output, trusting the new value less where
+        it is uncertain (MediaPipe's segmentation smoothing). Cheap; leaves a trail on motion.
+    ``flow``: the same blend, but the previous output is first moved along dense optical flow,
+        and pixels the flow cannot explain (occlusions, new skin) keep the new value.
+    ``keyframe``: ``flow``, with the network run only every k-th frame; frames in between get the
+        last keyframe's probability carried along the chained flow. k follows the measured
+        network time so that the stage keeps up with the source.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
-from stream.frame import Frame
+import numpy as np
 
-MODES = ("off",)
+from stream.flow import FlowTracker, Motion, compose, identity_map, remap, thumbnail
+from stream.frame import Frame
+from stream.postprocess import prob_to_mask
+
+MODES = ("off", "ema", "flow", "keyframe")
+DEFAULT_MODE = "flow"  # chosen on the temporal benchmark (docs/benchmarks.md)
+MAX_GAP = 8  # a jump of more frames than this (a seek) is a cut
+EPS = 1e-6
+
+
+def certainty_weight(prob: np.ndarray) -> np.ndarray:
+    """How much a new probability is trusted: 1 at 0 or 1, 0 at 0.5 (MediaPipe's rule).
+
+    ``1 − H(p)`` with H the binary entropy in bits, then ``1 − (1 − c)²`` so that fairly sure
+    values count as sure.
+    """
+    p = np.clip(prob, EPS, 1 - EPS)
+    c = np.clip(1 + (p * np.log2(p) + (1 - p) * np.log2(1 - p)), 0, 1)
+    return c * (2 - c)
 
 
 class Identity:
@@ -28,14 +57,291 @@ class Identity:
     def __call__(self, frame: Frame) -> None:
         """Record a zero-cost stage so that the timing tables stay complete."""
         t0 = time.perf_counter()
+        frame.notes["smooth"] = self.mode
         frame.timings["smooth"] = (time.perf_counter() - t0) * 1e3
 
     def reset(self) -> None:
         """Nothing to forget."""
 
 
+class Ema(Identity):
+    """``--smooth ema``: confidence-aware exponential blending of probabilities in place.
+
+    Args:
+        history: weight of the previous output where the new value is pure doubt (p = 0.5).
+        floor: weight of the previous output even where the new value is certain.
+        threshold: probability above which a pixel is lesion.
+        hysteresis: a pixel changes side only when it crosses the threshold by this much.
+        cut_change: mean grey change of a light-normalised 32×32 thumbnail that counts as a cut.
+    """
+
+    mode = "ema"
+
+    def __init__(
+        self,
+        *,
+        history: float = 0.8,
+        floor: float = 0.3,
+        threshold: float = 0.5,
+        hysteresis: float = 0.0,
+        cut_change: float = 15.0,
+    ):
+        self.history, self.floor, self.threshold = history, floor, threshold
+        self.hysteresis, self.cut_change = hysteresis, cut_change
+        self.prev: np.ndarray | None = None  # S×S previous output probability
+        self.decided: np.ndarray | None = None  # S×S float32 {0, 1}: previous decision
+        self.prev_index: int | None = None
+        self.prev_shape: tuple[int, ...] | None = None
+        self.thumb: np.ndarray | None = None
+
+    def reset(self) -> None:
+        """Forget the previous output and frame."""
+        self.prev = self.decided = None
+        self.prev_index = None
+        self.prev_shape = None
+        self.thumb = None
+
+    def _discontinuous(self, frame: Frame) -> bool:
+        """A seek, a rewind or a new frame size: the history belongs to another scene."""
+        jumped = self.prev_index is not None and not 0 < frame.index - self.prev_index <= MAX_GAP
+        resized = self.prev_shape is not None and frame.image.shape != self.prev_shape
+        self.prev_index, self.prev_shape = frame.index, frame.image.shape
+        return jumped or resized
+
+    def _weight(self, prob: np.ndarray) -> np.ndarray:
+        """S×S weight of the history for each pixel of the new probability map."""
+        return self.floor + (self.history - self.floor) * (1 - certainty_weight(prob))
+
+    def _finish(self, frame: Frame, prob: np.ndarray, coords: np.ndarray | None = None) -> None:
+        """Store ``prob`` as the output and derive the mask.
+
+        With hysteresis, a pixel that was lesion needs ``hysteresis`` less probability to stay
+        lesion, and one that was skin that much more to become lesion. ``coords`` (S×S×2)
+        aligns the previous decision to this frame; None uses it as it is.
+        """
+        decide = prob
+        if self.hysteresis > 0 and self.decided is not None and self.decided.shape == prob.shape:
+            was = self.decided if coords is None else remap(self.decided, coords)
+            decide = np.clip(prob + self.hysteresis * (2 * was - 1), 0, 1)
+        self.prev = prob
+        self.decided = (decide > self.threshold).astype(np.float32)
+        frame.prob = prob.astype(np.float32, copy=False)
+        frame.mask = prob_to_mask(decide, frame.size_wh, self.threshold)
+
+    def __call__(self, frame: Frame) -> None:
+        """Blend ``frame.prob`` with the previous output and re-derive ``frame.mask``."""
+        t0 = time.perf_counter()
+        thumb = thumbnail(frame.image, 32).astype(np.float32)
+        cut = self._discontinuous(frame) or (
+            self.thumb is not None and float(np.abs(thumb - self.thumb).mean()) > self.cut_change
+        )
+        self.thumb = thumb
+        prev = (
+            None if cut or self.prev is None or self.prev.shape != frame.prob.shape else self.prev
+        )
+        if prev is None:
+            out = frame.prob
+        else:
+            w = self._weight(frame.prob)
+            out = frame.prob + w * (prev - frame.prob)
+        if prev is None:
+            self.decided = None
+        self._finish(frame, out)
+        frame.notes["smooth"] = self.mode
+        frame.notes["cut"] = cut
+        frame.timings["smooth"] = (time.perf_counter() - t0) * 1e3
+
+
+class FlowSmoother(Ema):
+    """``--smooth flow``: the EMA blend against the previous output moved along optical flow.
+
+    Args:
+        size: S, the network's input side (flow is computed on S×S stretched thumbnails).
+        preset: DIS optical flow preset.
+        cut_residual: mean grey residual after warping above which the frame is a cut.
+        **options: passed to :class:`Ema`.
+    """
+
+    mode = "flow"
+
+    def __init__(
+        self, *, size: int = 128, preset: str = "ultrafast", cut_residual: float = 12.0, **options
+    ):
+        super().__init__(**options)
+        self.tracker = FlowTracker(size, preset=preset, cut_residual=cut_residual, sigma=10.0)
+        # Frame index → (its motion or None, whether it broke with the history, ms it took).
+        # The pipeline may ask wants_inference of a whole batch before it smooths each frame.
+        self.motions: dict[int, tuple[Motion | None, bool, float]] = {}
+
+    def reset(self) -> None:
+        """Forget the previous output and the previous frame of the flow."""
+        super().reset()
+        self.tracker.reset()
+        self.motions.clear()
+
+    def _track(self, frame: Frame) -> Motion | None:
+        """Track a frame (once): its motion, or None where the history cannot be used."""
+        if frame.index not in self.motions:
+            t0 = time.perf_counter()
+            jumped = self._discontinuous(frame)
+            if jumped:
+                self.reset()
+                self.prev_index, self.prev_shape = frame.index, frame.image.shape
+            motion = self.tracker.track(frame.image)
+            cut = jumped or (motion is not None and motion.cut)
+            usable = None if motion is None or motion.cut else motion
+            self.motions[frame.index] = (usable, cut, (time.perf_counter() - t0) * 1e3)
+        return self.motions[frame.index][0]
+
+    def _tracked(self, frame: Frame) -> tuple[Motion | None, bool, float]:
+        """This frame's (motion, cut, tracking ms), forgetting it and anything older."""
+        self._track(frame)
+        found = self.motions.pop(frame.index)
+        for index in [i for i in self.motions if i < frame.index]:
+            del self.motions[index]
+        return found
+
+    def _blend(self, frame: Frame, motion: Motion | None) -> None:
+        """Blend ``frame.prob`` with the previous output pulled along ``motion``; set the mask."""
+        if motion is None or self.prev is None or self.prev.shape != frame.prob.shape:
+            self.decided = None
+            self._finish(frame, frame.prob)
+            return
+        prev = remap(self.prev, motion.coords)
+        w = self._weight(frame.prob) * motion.confidence  # occluded or new skin: trust the net
+        self._finish(frame, frame.prob + w * (prev - frame.prob), motion.coords)
+
+    def __call__(self, frame: Frame) -> None:
+        """Blend ``frame.prob`` with the flow-warped previous output; re-derive ``frame.mask``."""
+        motion, cut, track_ms = self._tracked(frame)
+        t0 = time.perf_counter()
+        self._blend(frame, motion)
+        frame.notes["smooth"] = self.mode
+        frame.notes["cut"] = cut
+        frame.timings["smooth"] = track_ms + (time.perf_counter() - t0) * 1e3
+
+
+class Keyframe(FlowSmoother):
+    """``--smooth keyframe``: the network on every k-th frame, optical flow in between.
+
+    Between keyframes the last keyframe's output is warped through the chained flow (one
+    resampling, however many frames), so it neither blurs nor lags. On keyframes the fresh
+    network output is blended with the propagated one as in ``flow``.
+
+    Args:
+        interval: a fixed k; None adapts k to the measured network and propagation times so that
+            the average time per frame stays within ``headroom`` of the source's frame interval.
+        max_interval: the largest adaptive k.
+        fps: the source rate, used until frame timestamps give it (None: 30).
+        headroom: fraction of the frame interval the stage may spend per frame on average.
+        **options: passed to :class:`FlowSmoother`.
+    """
+
+    mode = "keyframe"
+
+    def __init__(
+        self,
+        *,
+        interval: int | None = None,
+        max_interval: int = 8,
+        fps: float | None = None,
+        headroom: float = 0.8,
+        **options,
+    ):
+        super().__init__(**options)
+        if interval is not None and interval < 1:
+            raise ValueError(f"keyframe interval must be at least 1, got {interval}")
+        self.fixed, self.max_interval, self.headroom = interval, max_interval, headroom
+        self.frame_ms = 1000.0 / (fps or 30.0)
+        self.net_ms: float | None = None  # running mean of preprocess + infer + postprocess
+        self.prop_ms = 3.0  # running mean of a propagated frame's own cost
+        self.since_key = 0  # frames scheduled since the last keyframe
+        self.started = False  # a keyframe has been scheduled since the last reset
+        self.acc: np.ndarray | None = None  # S×S×2: current pixels → keyframe pixels
+        self.key_prob: np.ndarray | None = None
+        self.prev_pts: tuple[int, float] | None = None  # (index, seconds) of the last frame
+
+    @property
+    def interval(self) -> int:
+        """The keyframe interval k in force."""
+        if self.fixed is not None:
+            return self.fixed
+        if self.net_ms is None:
+            return 1
+        budget = self.headroom * self.frame_ms - self.prop_ms
+        k = self.net_ms / budget if budget > 0 else math.inf
+        return int(min(max(math.ceil(k), 1), self.max_interval))
+
+    def reset(self) -> None:
+        """Forget the keyframe; the next frame is one (measured timings are kept)."""
+        super().reset()
+        self.since_key, self.started = 0, False
+        self.acc = self.key_prob = None
+        self.prev_pts = None
+
+    def _clock(self, frame: Frame) -> None:
+        """Follow the source's frame interval from timestamps (a running mean)."""
+        t = frame.pts_seconds
+        if t is not None and self.prev_pts is not None:
+            frames, seconds = frame.index - self.prev_pts[0], t - self.prev_pts[1]
+            if frames > 0 and 0 < seconds < 1:  # dropped frames widen both
+                self.frame_ms += 0.1 * (seconds * 1e3 / frames - self.frame_ms)
+        self.prev_pts = None if t is None else (frame.index, t)
+
+    def wants_inference(self, frame: Frame) -> bool:
+        """True on keyframes: after a reset or cut, every k frames, or where tracking fails."""
+        self._clock(frame)
+        motion = self._track(frame)
+        key = motion is None or not self.started or self.since_key + 1 >= self.interval
+        self.started = True
+        self.since_key = 0 if key else self.since_key + 1
+        return key
+
+    def __call__(self, frame: Frame) -> None:
+        """Keyframes: smooth as ``flow``; other frames: carry the keyframe's probability along."""
+        motion, cut, track_ms = self._tracked(frame)
+        t0 = time.perf_counter()
+        keyframe = frame.prob is not None  # the network ran on this frame
+        if keyframe:
+            spent = sum(frame.timings.get(k, 0.0) for k in ("preprocess", "infer", "postprocess"))
+            if spent > 0:
+                self.net_ms = (
+                    spent if self.net_ms is None else self.net_ms + 0.2 * (spent - self.net_ms)
+                )
+            self._blend(frame, motion)
+            self.key_prob, self.acc = self.prev, identity_map(self.tracker.size)
+        else:
+            if motion is None or self.key_prob is None:
+                raise RuntimeError("keyframe smoother: no network output on a frame that needs it")
+            self.acc = compose(self.acc, motion)
+            self._finish(frame, remap(self.key_prob, self.acc), motion.coords)
+        frame.notes.update(smooth=self.mode, cut=cut, keyframe=keyframe)
+        frame.notes["keyframe_interval"] = self.interval
+        spent = track_ms + (time.perf_counter() - t0) * 1e3
+        if not keyframe:
+            self.prop_ms += 0.2 * (spent - self.prop_ms)
+        frame.timings["smooth"] = spent
+
+
 def build_smoother(mode: str = "off", **options) -> Identity:
-    """The smoother for ``--smooth MODE``."""
+    """The smoother for ``--smooth MODE``.
+
+    Args:
+        mode: one of ``MODES``.
+        **options: keyword options of the mode's class (e.g. ``size``, ``threshold``,
+            ``interval`` and ``fps`` for ``keyframe``); options another mode does not take are
+            ignored, so a caller may pass the same set for every mode.
+    """
     if mode not in MODES:
         raise ValueError(f"unknown smoothing mode {mode!r}; choose from {', '.join(MODES)}")
-    return Identity()
+    if mode == "off":
+        return Identity()
+    ema_keys = {"history", "floor", "threshold", "hysteresis", "cut_change"}
+    flow_keys = ema_keys | {"size", "preset", "cut_residual"}
+    keys = {
+        "ema": ema_keys,
+        "flow": flow_keys,
+        "keyframe": flow_keys | {"interval", "max_interval", "fps", "headroom"},
+    }[mode]
+    cls = {"ema": Ema, "flow": FlowSmoother, "keyframe": Keyframe}[mode]
+    return cls(**{k: v for k, v in options.items() if k in keys})

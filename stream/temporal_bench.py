@@ -1,0 +1,401 @@
+"""Temporal benchmark: does smoothing stabilise the masks of a moving scope, and at what cost?
+
+For each image/mask pair in ``DIR/images`` + ``DIR/masks`` and each camera motion, a sweep clip
+is rendered in-process by :mod:`stream.synth`; the engine of the live pipeline segments every
+frame once (cached per clip); then every smoothing mode replays the clip through the same
+smoother objects the pipeline uses (``wants_inference`` → network output → ``smoother(frame)``)
+and is scored per frame against the warped truth (:mod:`stream.temporal_metrics`).
+
+    python -m stream.temporal_bench --data ../shared/data/isic2017/val --limit 8 --seconds 2 \
+        --json temporal.json
+
+Keyframe modes are replayed with the network's batch-1 latency measured on this machine, so
+the adaptive interval is the one a live run would pick; ``keyframe/K`` fixes the interval.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+import time
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from slsnet.data import find_pairs, read_mask, read_rgb
+from stream import synth
+from stream.engine import EngineError, WeightsError, build_engine, find_default_weights
+from stream.frame import Frame
+from stream.postprocess import prob_to_mask
+from stream.smoothing import DEFAULT_MODE, build_smoother
+from stream.temporal_metrics import flicker_reduction, mean_rows, score_clip
+
+MOTIONS = ("slow_pan", "fast_pan", "zoom", "rotation", "jitter", "flicker")
+NET_STAGES = ("preprocess", "infer", "postprocess")
+CHECKPOINT = Path("runs") / "isic2017" / "best.pt"  # written by training while it runs
+
+
+def _weights(spec: str | None) -> str | None:
+    """``--weights``: a path, ``random``, or None for the shipped then the training checkpoint."""
+    if spec == "random":
+        return None
+    if spec is not None:
+        return spec
+    found = find_default_weights() or (CHECKPOINT if CHECKPOINT.is_file() else None)
+    if found is None:
+        raise WeightsError(
+            "no trained weights (weights/slsnet_isic2017.pt or runs/isic2017/best.pt); pass "
+            "--weights PATH, or --weights random to exercise the benchmark untrained"
+        )
+    return str(found)
+
+
+def _clip_key(image: Path, motion: str, args: argparse.Namespace, weights: str | None) -> str:
+    """Cache key of a clip's network outputs: everything that changes them."""
+    stamp = Path(weights).stat().st_mtime_ns if weights else "random"
+    code = hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
+    text = (
+        f"{image.resolve()}|{motion}|{args.size}|{args.seconds}|{args.fps}|{weights}|{stamp}|{code}"
+    )
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def _frame(image: np.ndarray, index: int, fps: float) -> Frame:
+    rate = Fraction(fps).limit_denominator(1001)
+    return Frame(image, index, index, 1 / rate, time.perf_counter())
+
+
+def network_probs(engine, images: list[np.ndarray], fps: float, batch: int) -> np.ndarray:
+    """T×S×S float32 network outputs of a clip, computed in batches."""
+    out = []
+    for start in range(0, len(images), batch):
+        frames = [_frame(im, start + i, fps) for i, im in enumerate(images[start : start + batch])]
+        engine.infer(frames)
+        out.extend(f.prob for f in frames)
+    return np.stack(out).astype(np.float32)
+
+
+def latency_ms(engine, image: np.ndarray, repeats: int = 5) -> dict[str, float]:
+    """Median batch-1 stage times (ms) of the engine on one frame, after a warm-up."""
+    runs = []
+    for i in range(repeats + 1):
+        frame = _frame(image, i, 30.0)
+        engine.infer([frame])
+        runs.append({k: frame.timings[k] for k in NET_STAGES})
+    return {k: statistics.median(r[k] for r in runs[1:]) for k in NET_STAGES}
+
+
+def replay(
+    label: str, options: dict, clip: list, probs: np.ndarray, engine, net_ms: dict, fps: float
+):
+    """Run one smoothing mode over a clip whose network outputs are known.
+
+    Args:
+        label: ``MODE`` or ``keyframe/K``.
+        options: smoother options (``--set``).
+        clip: T (frame, truth) pairs from :func:`stream.synth.sweep`.
+        probs: T×S×S network outputs of those frames.
+        engine: the engine that made them (for S and the threshold).
+        net_ms: batch-1 stage times to record on frames sent to the network.
+        fps: the clip's frame rate.
+
+    Returns:
+        (T predicted H×W masks, extras: share of frames sent to the network, mean keyframe
+        interval, mean smoothing ms per frame).
+    """
+    mode, _, k = label.partition("/")
+    if k:
+        options = {**options, "interval": int(k)}
+    smoother = build_smoother(
+        mode, size=engine.size, threshold=engine.threshold, fps=fps, **options
+    )
+    masks, ran, intervals, smooth_ms = [], 0, [], []
+    for i, (image, _) in enumerate(clip):
+        frame = _frame(image, i, fps)
+        if smoother.wants_inference(frame):  # what engine.infer([frame]) would set
+            frame.prob = probs[i]
+            frame.mask = prob_to_mask(probs[i], frame.size_wh, engine.threshold)
+            frame.timings.update(net_ms)
+            ran += 1
+        smoother(frame)
+        masks.append(frame.mask)
+        intervals.append(frame.notes.get("keyframe_interval", 1))
+        smooth_ms.append(frame.timings["smooth"])
+    extras = {
+        "net_share": ran / len(clip),
+        "interval": float(np.mean(intervals)),
+        "smooth_ms": float(np.mean(smooth_ms)),
+    }
+    return masks, extras
+
+
+EXTRAS = ("net_share", "interval", "smooth_ms")
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Means per motion and label, and over all motions (``overall``)."""
+    out: dict[str, dict[str, dict]] = {}
+    motions = list(dict.fromkeys(r["motion"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    for motion in [*motions, "overall"]:
+        out[motion] = {}
+        for label in labels:
+            sel = [r for r in rows if r["label"] == label and motion in (r["motion"], "overall")]
+            out[motion][label] = {
+                **mean_rows(sel),
+                **{e: float(np.mean([r[e] for r in sel])) for e in EXTRAS},
+            }
+    return out
+
+
+def verdict(summary: dict, default: str) -> list[tuple[str, bool]]:
+    """The acceptance checks: the default mode against ``off``, keyframes against ``flow``.
+
+    ``default`` must halve the excess flicker of ``off`` (or leave none) and lose at most 0.01
+    JSC on every motion; adaptive ``keyframe`` may lose at most 0.02 JSC against ``flow``.
+    """
+    checks = []
+    for motion, by_label in summary.items():
+        if motion == "overall" or "off" not in by_label:
+            continue
+        off = by_label["off"]
+        if default in by_label and default != "off":
+            d = by_label[default]
+            halved = d["excess_flicker"] <= 0.5 * max(off["excess_flicker"], 0.0) + 1e-9
+            cut = flicker_reduction(d, off)
+            checks.append((f"{motion}: {default} cuts excess flicker by {cut:.0%} (≥ 50%)", halved))
+            drop = off["jsc"] - d["jsc"]
+            checks.append((f"{motion}: {default} JSC change {-drop:+.4f} (≥ −0.01)", drop <= 0.01))
+        if "keyframe" in by_label and "flow" in by_label:
+            cost = by_label["flow"]["jsc"] - by_label["keyframe"]["jsc"]
+            k = by_label["keyframe"]["interval"]
+            checks.append(
+                (
+                    f"{motion}: keyframe (k≈{k:.1f}) JSC cost vs flow {cost:+.4f} (≤ 0.02)",
+                    cost <= 0.02,
+                )
+            )
+    return checks
+
+
+COLUMNS = (
+    "motion",
+    "mode",
+    "JSC",
+    "DSC",
+    "ΔJSC vs off",
+    "flicker",
+    "truth flicker",
+    "excess",
+    "excess cut",
+    "net frames",
+    "k",
+    "smooth ms",
+)
+
+
+def _cells(label: str, r: dict, off: dict | None) -> list[str]:
+    """One table row after the motion: the mode's numbers, and its change against ``off``."""
+    return [
+        label,
+        f"{r['jsc']:.4f}",
+        f"{r['dsc']:.4f}",
+        f"{r['jsc'] - off['jsc']:+.4f}" if off else "—",
+        f"{r['flicker']:.4f}",
+        f"{r['truth_flicker']:.4f}",
+        f"{r['excess_flicker']:+.4f}",
+        f"{flicker_reduction(r, off):.0%}" if off and label != "off" else "—",
+        f"{r['net_share']:.0%}",
+        f"{r['interval']:.1f}",
+        f"{r['smooth_ms']:.2f}",
+    ]
+
+
+def print_report(console: Console, summary: dict, checks: list, header: str) -> None:
+    """The rich table: one row per motion and mode, the overall means last; then the checks."""
+    table = Table(title=f"Temporal benchmark — {header}")
+    for i, col in enumerate(COLUMNS):
+        table.add_column(col, justify="left" if i < 2 else "right")
+    for motion, by_label in summary.items():
+        for i, (label, r) in enumerate(by_label.items()):
+            table.add_row(
+                motion if i == 0 else "",
+                *_cells(label, r, by_label.get("off")),
+                style="bold" if motion == "overall" else None,
+                end_section=i == len(by_label) - 1,
+            )
+    console.print(table)
+    for text, ok in checks:
+        console.print(f"[{'green' if ok else 'red'}]{'PASS' if ok else 'FAIL'}[/] {text}")
+
+
+def markdown(summary: dict) -> str:
+    """The same table as GitHub markdown (for docs/benchmarks.md)."""
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for motion, by_label in summary.items():
+        for label, r in by_label.items():
+            lines.append("| " + " | ".join([motion, *_cells(label, r, by_label.get("off"))]) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m stream.temporal_bench", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument(
+        "--data", required=True, help="folder with images/ and masks/ (e.g. ISIC 2017 val)"
+    )
+    p.add_argument("--json", metavar="OUT", help="write every number as JSON")
+    p.add_argument("--markdown", metavar="OUT", help="write the table as markdown")
+    p.add_argument(
+        "--limit", type=int, default=6, help="images to use, spread over the folder (0: all)"
+    )
+    p.add_argument("--seconds", type=float, default=2.0, help="length of each clip")
+    p.add_argument("--fps", type=float, default=30.0)
+    p.add_argument(
+        "--size", type=synth._size, default=(320, 240), metavar="WxH", help="clip frame size"
+    )
+    p.add_argument(
+        "--motions", default=",".join(MOTIONS), help=f"comma list of {', '.join(synth.MOTIONS)}"
+    )
+    p.add_argument("--modes", default="off,ema,flow,keyframe", help="smoothing modes to compare")
+    p.add_argument(
+        "--intervals", default="2,4", help="fixed keyframe intervals to add (keyframe/K)"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a smoother option for every mode, e.g. history=0.8 (repeatable)",
+    )
+    p.add_argument(
+        "--weights",
+        help="weights file, or 'random' (default: shipped, else the training checkpoint)",
+    )
+    p.add_argument("--batch", type=int, default=8, help="frames per network call when caching")
+    p.add_argument("--cache", metavar="DIR", help="keep network outputs per clip here between runs")
+    return p
+
+
+def _options(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set wants KEY=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def run(args: argparse.Namespace, console: Console) -> dict:
+    """The benchmark itself; returns everything that ``--json`` writes."""
+    motions = [m for m in args.motions.split(",") if m]
+    bad = [m for m in motions if m not in synth.MOTIONS]
+    if bad:
+        raise ValueError(f"unknown motion {bad[0]!r}; choose from {', '.join(synth.MOTIONS)}")
+    labels = [m for m in args.modes.split(",") if m]
+    labels += [f"keyframe/{int(k)}" for k in args.intervals.split(",") if k]
+    options = _options(args.set)
+    for label in labels:  # fail before the long part
+        build_smoother(label.split("/")[0], **options)
+    weights = _weights(args.weights)
+    pairs = find_pairs(args.data)
+    if args.limit and args.limit < len(pairs):
+        pairs = [pairs[round(i * len(pairs) / args.limit)] for i in range(args.limit)]
+    engine = build_engine(device=torch.device("cpu"), weights=weights)
+    net_ms = None
+    cache = Path(args.cache) if args.cache else None
+    if cache:
+        cache.mkdir(parents=True, exist_ok=True)
+    rows = []
+    t_start = time.perf_counter()
+    for n, pair in enumerate(pairs):
+        rgb, mask = read_rgb(pair.image), read_mask(pair.mask)
+        for motion in motions:
+            clip = list(
+                synth.sweep(
+                    rgb,
+                    mask,
+                    motion=motion,
+                    size_wh=args.size,
+                    fps=args.fps,
+                    seconds=args.seconds,
+                    seed=n,
+                )
+            )
+            if net_ms is None:
+                net_ms = latency_ms(engine, clip[0][0])
+            key = cache / f"{_clip_key(pair.image, motion, args, weights)}.npy" if cache else None
+            if key is not None and key.is_file():
+                probs = np.load(key).astype(np.float32)
+            else:
+                probs = network_probs(engine, [f for f, _ in clip], args.fps, args.batch)
+                if key is not None:
+                    np.save(key, probs.astype(np.float16))
+            truths = [t for _, t in clip]
+            for label in labels:
+                masks, extras = replay(label, options, clip, probs, engine, net_ms, args.fps)
+                rows.append(
+                    {
+                        "image": pair.image.stem,
+                        "motion": motion,
+                        "label": label,
+                        **score_clip(masks, truths),
+                        **extras,
+                    }
+                )
+        console.print(
+            f"[dim]{n + 1}/{len(pairs)} {pair.image.stem} "
+            f"({time.perf_counter() - t_start:.0f} s)[/]"
+        )
+    summary = summarise(rows)
+    checks = verdict(summary, DEFAULT_MODE)
+    header = (
+        f"{len(pairs)} images × {len(motions)} motions, {args.seconds:g} s at {args.fps:g} fps, "
+        f"{args.size[0]}×{args.size[1]}; weights {weights or 'RANDOM (untrained)'}; engine "
+        f"{engine.name}, batch-1 network {sum(net_ms.values()):.1f} ms; default {DEFAULT_MODE}"
+    )
+    print_report(console, summary, checks, header)
+    return {
+        "config": {k: v for k, v in vars(args).items() if k != "json"} | {"size": list(args.size)},
+        "weights": weights,
+        "engine": engine.name,
+        "net_ms": net_ms,
+        "default_mode": DEFAULT_MODE,
+        "summary": summary,
+        "checks": [{"check": text, "pass": ok} for text, ok in checks],
+        "clips": rows,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status."""
+    args = _parser().parse_args(argv)
+    console = Console(width=150) if not sys.stdout.isatty() else Console()
+    try:
+        result = run(args, console)
+    except (FileNotFoundError, ValueError, WeightsError, EngineError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+        console.print(f"wrote {args.json}")
+    if args.markdown:
+        Path(args.markdown).write_text(markdown(result["summary"]))
+        console.print(f"wrote {args.markdown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Temporal metrics on hand-made mask sequences, and the benchmark end to end on tiny clips."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from stream import temporal_bench
+from stream.synth import synthetic_still
+from stream.temporal_bench import markdown, summarise, verdict
+from stream.temporal_metrics import flicker, flicker_reduction, iou, mean_rows, score_clip
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def square(x: int, y: int, side: int = 10, size_wh=(40, 30)) -> np.ndarray:
+    m = np.zeros(size_wh[::-1], np.uint8)
+    m[y : y + side, x : x + side] = 1
+    return m
+
+
+def test_iou_of_hand_made_masks():
+    a, b = square(0, 0), square(5, 0)  # 50 px overlap of 150 px union
+    assert iou(a, b) == pytest.approx(50 / 150)
+    assert iou(a, a) == 1.0
+    empty = np.zeros_like(a)
+    assert iou(empty, empty) == 1.0  # nothing there, nothing predicted: agreement
+    assert iou(a, empty) == 0.0
+    with pytest.raises(ValueError, match="shape"):
+        iou(a, np.zeros((3, 3)))
+
+
+def test_flicker_is_mean_one_minus_iou_of_consecutive_masks():
+    still = [square(5, 5)] * 4
+    assert flicker(still) == 0.0
+    # a mask that blinks on and off: 1 − IoU is 1 at every step
+    blink = [square(5, 5), np.zeros((30, 40), np.uint8)] * 2
+    assert flicker(blink) == 1.0
+    # a square moving 5 px per frame: IoU 50/150 at each of the 2 steps
+    moving = [square(0, 0), square(5, 0), square(10, 0)]
+    assert flicker(moving) == pytest.approx(1 - 50 / 150)
+    assert flicker([square(0, 0)]) == 0.0
+
+
+def test_score_clip_separates_motion_from_flicker():
+    # given a truth that moves and a prediction that moves the same way but blinks once
+    truths = [square(2 * i, 5) for i in range(5)]
+    preds = [t.copy() for t in truths]
+    preds[2] = np.zeros_like(preds[2])
+    s = score_clip(preds, truths)
+    # then per-frame JSC is 1 on 4 frames and 0 on one; DSC likewise
+    assert s["jsc"] == pytest.approx(0.8) and s["dsc"] == pytest.approx(0.8)
+    # and the excess flicker is what the blink added on top of the motion
+    assert s["truth_flicker"] == pytest.approx(1 - 80 / 120)
+    assert s["flicker"] == pytest.approx((2 * (1 - 80 / 120) + 2 * 1.0) / 4)
+    assert s["excess_flicker"] == pytest.approx(s["flicker"] - s["truth_flicker"])
+    assert s["frames"] == 5
+    with pytest.raises(ValueError):
+        score_clip(preds[:2], truths)
+
+
+def test_flicker_reduction_and_means():
+    off = {"excess_flicker": 0.04}
+    assert flicker_reduction({"excess_flicker": 0.01}, off) == pytest.approx(0.75)
+    assert flicker_reduction({"excess_flicker": 0.06}, off) == pytest.approx(-0.5)
+    assert flicker_reduction({"excess_flicker": 0.01}, {"excess_flicker": 0.0}) == 0.0
+    rows = [
+        score_clip([square(0, 0)] * 2, [square(0, 0)] * 2),
+        score_clip([square(0, 0)] * 2, [square(5, 0)] * 2),
+    ]
+    m = mean_rows(rows)
+    assert m["clips"] == 2 and m["jsc"] == pytest.approx((1 + 50 / 150) / 2)
+
+
+def row(motion, label, jsc, excess):
+    return {
+        "motion": motion,
+        "label": label,
+        "jsc": jsc,
+        "dsc": jsc,
+        "flicker": 0.1 + excess,
+        "truth_flicker": 0.1,
+        "excess_flicker": excess,
+        "frames": 10.0,
+        "net_share": 1.0,
+        "interval": 1.0,
+        "smooth_ms": 1.0,
+    }
+
+
+def test_verdict_applies_the_acceptance_rules():
+    rows = [
+        row("pan", "off", 0.80, 0.04),
+        row("pan", "flow", 0.795, 0.015),
+        row("pan", "keyframe", 0.78, 0.01),
+        row("zoom", "off", 0.80, 0.04),
+        row("zoom", "flow", 0.78, 0.03),
+        row("zoom", "keyframe", 0.75, 0.02),
+    ]
+    summary = summarise(rows)
+    assert list(summary) == ["pan", "zoom", "overall"]
+    assert summary["overall"]["off"]["jsc"] == pytest.approx(0.80)
+    checks = dict(verdict(summary, "flow"))
+    passed = {
+        text.split(":")[0]
+        + (" jsc" if "JSC change" in text else " flicker" if "flicker" in text else " keyframe"): ok
+        for text, ok in checks.items()
+    }
+    # pan: flicker cut 62 %, JSC −0.005, keyframe cost 0.015: all pass
+    assert passed["pan flicker"] and passed["pan jsc"] and passed["pan keyframe"]
+    # zoom: flicker cut only 25 %, JSC −0.02, keyframe cost 0.03: all fail
+    assert not (passed["zoom flicker"] or passed["zoom jsc"] or passed["zoom keyframe"])
+    table = markdown(summary)
+    assert table.count("\n") == 2 + 9 and "| pan | flow | 0.7950 |" in table
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    (root / "images").mkdir()
+    (root / "masks").mkdir()
+    for seed in range(2):
+        rgb, mask = synthetic_still((96, 96), seed=seed)
+        cv2.imwrite(str(root / "images" / f"IMG_{seed}.jpg"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(root / "masks" / f"IMG_{seed}_segmentation.png"), mask.astype(np.uint8) * 255
+        )
+    return root
+
+
+def bench(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "stream.temporal_bench", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+@pytest.mark.timeout(240)
+def test_benchmark_runs_every_mode_and_writes_json(tiny_data, tmp_path):
+    # when the benchmark runs on one still, two motions, with an untrained network
+    out, md = tmp_path / "t.json", tmp_path / "t.md"
+    r = bench(
+        "--data",
+        tiny_data,
+        "--limit",
+        "1",
+        "--seconds",
+        "0.2",
+        "--size",
+        "64x48",
+        "--motions",
+        "slow_pan,flicker",
+        "--intervals",
+        "2",
+        "--weights",
+        "random",
+        "--json",
+        out,
+        "--markdown",
+        md,
+        "--cache",
+        tmp_path / "cache",
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(out.read_text())
+    # then every motion × mode was scored on 6 frames, with the adaptive keyframe's k reported
+    assert set(result["summary"]) == {"slow_pan", "flicker", "overall"}
+    labels = ["off", "ema", "flow", "keyframe", "keyframe/2"]
+    assert list(result["summary"]["overall"]) == labels
+    assert len(result["clips"]) == 2 * len(labels) and all(
+        c["frames"] == 6 for c in result["clips"]
+    )
+    kf2 = [c for c in result["clips"] if c["label"] == "keyframe/2"][0]
+    assert kf2["net_share"] == pytest.approx(3 / 6) and kf2["interval"] == 2
+    assert result["weights"] is None and "RANDOM" in r.stdout
+    assert md.read_text().startswith("| motion | mode |")
+    # and the network outputs were cached for the next run
+    assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--data", "{tmp}/nowhere", "--weights", "random"], "is not a folder"),
+        (["--data", "{data}", "--weights", "random", "--motions", "spin"], "unknown motion"),
+        (
+            ["--data", "{data}", "--weights", "random", "--modes", "median"],
+            "unknown smoothing mode",
+        ),
+        (["--data", "{data}", "--weights", "{tmp}/missing.pt"], "weights file not found"),
+    ],
+)
+def test_benchmark_user_errors_are_one_line(tmp_path, tiny_data, capsys, flags, message):
+    argv = [f.format(tmp=tmp_path, data=tiny_data) for f in flags]
+    assert temporal_bench.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
