@@ -1,0 +1,371 @@
+"""GPU preprocessing/postprocessing math and the CUDA engine.
+
+On any machine: the numpy references (the definition of what the CuPy kernels compute) against
+the CPU path (OpenCV + slsnet.data), and the torch implementation against the references.
+Marked ``cuda`` (run on a lent GPU by scripts/gpu_check.sh): the CuPy kernels against the
+references, and the CUDA engine against the CPU engine, graph against eager, batches and ring.
+
+Tolerances, stated once:
+- preprocessing vs the CPU path: ≤ 0.5 grey level (area) / 1 grey level (linear), because
+  OpenCV rounds its resized pixels to uint8 and the GPU keeps the float;
+- kernels vs the references: 1e-5 in fp32, 1e-3 in fp16, 8e-3 in bf16 (one rounding step);
+- engine vs CPU engine: probability max abs diff ≤ 2e-2 in fp16 (≤ 5e-3 in fp32 without TF32),
+  mask agreement ≥ 99.5 % of pixels; graph vs eager: ≤ 1e-3 and ≥ 99.9 %.
+"""
+
+from fractions import Fraction
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from slsnet import build_generator
+from stream.frame import Frame
+from stream.gpu_kernels import (
+    TorchKernels,
+    area_taps,
+    input_taps,
+    linear_taps,
+    mask_reference,
+    output_taps,
+    preprocess_reference,
+    upsample_reference,
+)
+from stream.postprocess import prob_to_mask
+from stream.preprocess import to_input_tensor
+
+GREY = 2 / 255  # one grey level after normalisation to [-1, 1]
+AREA_SIZES = [(1920, 1080), (640, 480), (333, 200), (128, 128), (129, 130), (3840, 2160)]
+LINEAR_SIZES = [(100, 80), (1920, 100), (64, 300)]
+
+
+def bgr(size_wh, seed=0, n=None):
+    """Random texture plus a smooth gradient, so that both fine and coarse errors show."""
+    w, h = size_wh
+    rng = np.random.default_rng(seed)
+    shape = (h, w, 3) if n is None else (n, h, w, 3)
+    noise = rng.integers(0, 256, shape, dtype=np.int16)
+    ramp = (np.linspace(0, 255, w)[None, :, None] * np.ones((h, 1, 1))).astype(np.int16)
+    return ((noise + ramp) // 2).astype(np.uint8)
+
+
+def smooth_prob(size=128, seed=0):
+    rng = np.random.default_rng(seed)
+    p = cv2.GaussianBlur(rng.random((size, size), dtype=np.float32), (0, 0), 6)
+    return ((p - p.min()) / (p.max() - p.min())).astype(np.float32)
+
+
+# ------------------------------------------------------------------ references vs the CPU path
+@pytest.mark.parametrize("size_wh", AREA_SIZES + LINEAR_SIZES)
+def test_taps_are_normalised_and_in_bounds(size_wh):
+    for taps, src in zip(input_taps(size_wh, 128), size_wh, strict=True):
+        assert taps.index.min() >= 0 and taps.index.max() < src
+        np.testing.assert_allclose(taps.weight.sum(1), 1.0, atol=2e-3)
+    for taps in output_taps(128, size_wh):
+        assert taps.k == 2 and taps.index.max() < 128
+
+
+def test_area_taps_are_a_box_filter_at_integer_ratios():
+    taps = area_taps(1920, 128)
+    assert taps.k == 15
+    np.testing.assert_allclose(taps.weight, 1 / 15, rtol=1e-6)
+    assert taps.index[1].tolist() == list(range(15, 30))
+
+
+@pytest.mark.parametrize("size_wh", AREA_SIZES)
+def test_preprocess_reference_matches_the_cpu_engine_area(size_wh):
+    # given a frame at least S×S (INTER_AREA on the CPU)
+    image = bgr(size_wh)
+    # when
+    ref = preprocess_reference(image, 128)
+    cpu = to_input_tensor([image], 128).numpy()
+    # then: equal up to OpenCV's rounding to uint8
+    assert ref.shape == cpu.shape == (1, 3, 128, 128)
+    assert np.abs(ref - cpu).max() <= 0.5 * GREY + 1e-5
+
+
+@pytest.mark.parametrize("size_wh", LINEAR_SIZES)
+def test_preprocess_reference_matches_the_cpu_engine_linear(size_wh):
+    image = bgr(size_wh, seed=1)
+    diff = np.abs(preprocess_reference(image, 128) - to_input_tensor([image], 128).numpy())
+    assert diff.max() <= GREY + 1e-5  # OpenCV's 11-bit fixed-point linear weights
+
+
+def test_preprocess_reference_swaps_bgr_to_rgb():
+    blue = np.zeros((200, 300, 3), np.uint8)
+    blue[..., 0] = 255
+    x = preprocess_reference(blue, 128)
+    np.testing.assert_allclose(x[0, 2], 1.0, atol=1e-6)
+    np.testing.assert_allclose(x[0, :2], -1.0, atol=1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(w=st.integers(1, 400), h=st.integers(1, 400), seed=st.integers(0, 2**16))
+def test_preprocess_reference_matches_the_cpu_engine_any_size(w, h, seed):
+    image = bgr((w, h), seed=seed)
+    diff = np.abs(preprocess_reference(image, 128) - to_input_tensor([image], 128).numpy())
+    assert diff.max() <= GREY + 1e-5
+
+
+@pytest.mark.parametrize("size_wh", [(1920, 1080), (640, 480), (333, 200), (128, 128), (100, 80)])
+def test_mask_reference_matches_prob_to_mask(size_wh):
+    # given a smooth probability map (edges cross the threshold along curves)
+    prob = smooth_prob(seed=sum(size_wh))
+    # when
+    up = upsample_reference(prob, size_wh)
+    ref = mask_reference(prob, size_wh, 0.5)
+    cpu = prob_to_mask(prob, size_wh, 0.5)
+    # then: the same bilinear values, the same mask except exactly at the threshold
+    cv = cv2.resize(prob, size_wh, interpolation=cv2.INTER_LINEAR)
+    assert np.abs(up - cv).max() <= 1e-5
+    decided = np.abs(cv - 0.5) > 1e-5
+    assert ref.shape == cpu.shape == (size_wh[1], size_wh[0]) and ref.dtype == np.uint8
+    assert np.array_equal(ref[decided], cpu[decided])
+    assert 0.2 < ref.mean() < 0.8  # the test map really has both classes
+
+
+def test_linear_taps_clamp_like_opencv_at_the_borders():
+    taps = linear_taps(128, 1080)
+    assert taps.index[0].tolist() == [0, 1] and taps.weight[0, 1] == 0  # left edge: pure pixel 0
+    assert taps.index[-1].tolist() == [127, 127]
+
+
+# ----------------------------------------------------------------- torch kernels vs references
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_torch_kernels_preprocess_equals_reference(memory_format):
+    # given two different frames; the second output row poisoned with NaN
+    frames = bgr((333, 200), seed=3, n=2)
+    kernels = TorchKernels(torch.device("cpu"))
+    out = torch.full((2, 3, 128, 128), float("nan")).contiguous(memory_format=memory_format)
+    taps = kernels.upload(*input_taps((333, 200), 128))
+    # when only the first frame is processed
+    kernels.preprocess(torch.from_numpy(frames), taps, out, out.dtype, frames=1)
+    # then it equals the reference and the second row is untouched
+    np.testing.assert_allclose(out[:1].numpy(), preprocess_reference(frames[:1], 128), atol=1e-5)
+    assert out[1].isnan().all()
+
+
+def test_torch_kernels_postprocess_equals_reference():
+    probs = np.stack([smooth_prob(seed=1), smooth_prob(seed=2)])
+    kernels = TorchKernels(torch.device("cpu"))
+    mask = torch.full((2, 90, 160), 7, dtype=torch.uint8)
+    taps = kernels.upload(*output_taps(128, (160, 90)))
+    kernels.postprocess(torch.from_numpy(probs), taps, mask, 0.5, frames=2)
+    for i in range(2):
+        ref = mask_reference(probs[i], (160, 90), 0.5)
+        assert (mask[i].numpy() == ref).mean() >= 0.9999
+
+
+# ---------------------------------------------------------------------- the engine, CPU side
+def test_engine_cuda_imports_without_cupy_and_refuses_the_cpu():
+    import sys
+
+    from stream import engine_cuda
+
+    assert "cupy" not in sys.modules
+    with pytest.raises(RuntimeError, match="CUDA"):
+        engine_cuda.CudaEngine(build_generator(), device=torch.device("cpu"))
+
+
+def test_chunks_cut_by_batch_and_by_frame_size():
+    from stream.engine_cuda import chunks
+
+    frames = [make_frame((64, 48) if i < 5 else (32, 24), i) for i in range(8)]
+    out = chunks(frames, 2)
+    assert [[f.index for f in c] for c in out] == [[0, 1], [2, 3], [4], [5, 6], [7]]
+
+
+def test_resolve_precision():
+    from stream.engine import EngineError
+    from stream.engine_cuda import resolve_precision
+
+    assert resolve_precision("auto") == "fp16" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(EngineError, match="unknown precision"):
+        resolve_precision("int8")
+
+
+# ------------------------------------------------------------------------------ on a GPU
+def make_frame(size_wh, index=0, seed=None):
+    """A frame with a dark disc whose place depends on ``index`` (frames are told apart)."""
+    w, h = size_wh
+    rng = np.random.default_rng(index if seed is None else seed)
+    image = np.empty((h, w, 3), np.uint8)
+    image[:] = (150, 170, 215)
+    cx, cy = w * (0.3 + 0.4 * rng.random()), h * (0.3 + 0.4 * rng.random())
+    cv2.circle(image, (int(cx), int(cy)), int(0.2 * min(w, h)) + 1, (40, 55, 90), -1)
+    image = cv2.add(image, rng.integers(0, 12, image.shape, dtype=np.uint8))
+    return Frame(image=image, index=index, pts=index, time_base=Fraction(1, 30), capture_time=0.0)
+
+
+@pytest.fixture(scope="module")
+def generator():
+    """Trained weights when present; else a seeded random net whose head is rescaled so that its
+    probabilities spread across 0.5 (raw random weights give ~0.55 everywhere: a mask test on
+    them would compare two all-ones masks)."""
+    from stream.engine import find_default_weights, load_weights
+
+    gen, untrained, _ = load_weights(find_default_weights())
+    if untrained:
+        x = torch.from_numpy(preprocess_reference(make_frame((640, 480)).image, 128))
+        with torch.no_grad():
+            logits = gen.logits(x)
+            gen.head.bias -= logits.median()
+            gen.head.weight *= 2.0 / float(logits.std())
+            gen.head.bias *= 2.0 / float(logits.std())
+    return gen.eval()
+
+
+def cpu_reference(generator, frames):
+    from stream.engine import CpuEngine
+
+    out = [Frame(f.image, f.index, f.pts, f.time_base, 0.0) for f in frames]
+    CpuEngine(generator, precision="fp32", channels_last=False).infer(out)
+    return out
+
+
+def assert_close(frames, refs, *, prob_tol, agree):
+    for f, r in zip(frames, refs, strict=True):
+        assert f.mask.shape == r.mask.shape and f.mask.dtype == np.uint8
+        assert f.prob.shape == r.prob.shape and f.prob.dtype == np.float32
+        assert np.abs(f.prob - r.prob).max() <= prob_tol, f"frame {f.index}"
+        assert (f.mask == r.mask).mean() >= agree, f"frame {f.index}"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-3),
+                                       (torch.bfloat16, 8e-3)])
+def test_cupy_preprocess_equals_reference(dtype, tol):
+    from stream.gpu_kernels import CupyKernels
+
+    # given three 1080p frames; the output poisoned with NaN, in the engine's layout
+    dev = torch.device("cuda")
+    frames = bgr((1920, 1080), seed=5, n=3)
+    kernels = CupyKernels(dev)
+    stream = torch.cuda.current_stream()
+    fmt = torch.contiguous_format if dtype == torch.float32 else torch.channels_last
+    out = torch.full((3, 3, 128, 128), float("nan"), device=dev, dtype=dtype)
+    out = out.contiguous(memory_format=fmt)
+    src = torch.from_numpy(frames).to(dev)
+    taps = kernels.upload(*input_taps((1920, 1080), 128))
+    # when two of three frames are processed
+    kernels.preprocess(kernels.view(src), taps, kernels.view(out), dtype, frames=2, stream=stream)
+    got = out.float().cpu().numpy()
+    # then they equal the reference; the third is untouched
+    assert np.abs(got[:2] - preprocess_reference(frames[:2], 128)).max() <= tol
+    assert np.isnan(got[2]).all()
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("size_wh", [(1920, 1080), (333, 200), (100, 80)])
+def test_cupy_postprocess_equals_reference(size_wh):
+    from stream.gpu_kernels import CupyKernels
+
+    dev = torch.device("cuda")
+    w, h = size_wh
+    probs = np.stack([smooth_prob(seed=7), smooth_prob(seed=8)])
+    kernels = CupyKernels(dev)
+    mask = torch.full((2, h, w), 7, dtype=torch.uint8, device=dev)  # poison: must be overwritten
+    prob = torch.from_numpy(probs).to(dev)
+    taps = kernels.upload(*output_taps(128, size_wh))
+    kernels.postprocess(kernels.view(prob), taps, kernels.view(mask), 0.5, frames=2,
+                        stream=torch.cuda.current_stream())
+    got = mask.cpu().numpy()
+    assert set(np.unique(got)) <= {0, 1}
+    for i in range(2):
+        up = upsample_reference(probs[i], size_wh)
+        decided = np.abs(up - 0.5) > 1e-5
+        assert np.array_equal(got[i][decided], (up > 0.5)[decided])
+
+
+@pytest.mark.cuda
+def test_torch_kernels_on_cuda_equal_reference():
+    dev = torch.device("cuda")
+    frames = bgr((640, 480), seed=9, n=2)
+    kernels = TorchKernels(dev)
+    out = torch.empty((2, 3, 128, 128), device=dev)
+    kernels.preprocess(torch.from_numpy(frames).to(dev),
+                       kernels.upload(*input_taps((640, 480), 128)), out, out.dtype, frames=2)
+    assert np.abs(out.cpu().numpy() - preprocess_reference(frames, 128)).max() <= 1e-5
+
+
+@pytest.mark.cuda
+def test_engine_fp32_matches_the_cpu_engine(generator, monkeypatch):
+    from stream.engine_cuda import CudaEngine
+
+    # TF32 convolutions would add ~1e-3 relative error; this test checks the pipeline's math
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    frames = [make_frame((1280, 720), i) for i in range(3)]
+    refs = cpu_reference(generator, frames)
+    engine = CudaEngine(generator, device=torch.device("cuda"), precision="fp32", cuda_graph=False)
+    engine.infer(frames)
+    assert_close(frames, refs, prob_tol=5e-3, agree=0.995)
+    assert all(f.timings["infer"] > 0 and f.timings["preprocess"] > 0 for f in frames)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("kernels", ["cupy", "torch"])
+def test_engine_fp16_graph_matches_the_cpu_engine(generator, kernels):
+    from stream.engine import Engine
+    from stream.engine_cuda import CudaEngine
+
+    frames = [make_frame((1920, 1080), i) for i in range(4)]
+    refs = cpu_reference(generator, frames)
+    engine = CudaEngine(generator, device=torch.device("cuda"), kernels=kernels)
+    assert isinstance(engine, Engine) and engine.name.startswith("cuda fp16 graph")
+    engine.infer(frames)
+    assert_close(frames, refs, prob_tol=2e-2, agree=0.995)
+
+
+@pytest.mark.cuda
+def test_graph_equals_eager_with_batches_and_a_ring(generator):
+    from stream.engine_cuda import CudaEngine
+
+    # given 7 distinct frames: batches of 3 (the last one padded) through a ring of 2 slots
+    dev = torch.device("cuda")
+    frames = [make_frame((640, 360), i) for i in range(7)]
+    eager = [make_frame((640, 360), i) for i in range(7)]
+    graph = CudaEngine(generator, device=dev, batch=3, ring=2)
+    CudaEngine(generator, device=dev, cuda_graph=False).infer(eager)  # one frame at a time
+    # when
+    graph.infer(frames)
+    # then every frame got its own result (a mixed-up slot would give another frame's disc)
+    assert_close(frames, eager, prob_tol=1e-3, agree=0.999)
+    assert len({f.mask.tobytes() for f in frames}) == 7
+
+
+@pytest.mark.cuda
+def test_submit_collect_overlap_and_size_changes(generator):
+    from stream.engine_cuda import CudaEngine
+
+    dev = torch.device("cuda")
+    engine = CudaEngine(generator, device=dev, ring=3)
+    sizes = [(640, 480)] * 4 + [(320, 240)] * 2 + [(640, 480)] * 2
+    frames = [make_frame(s, i) for i, s in enumerate(sizes)]
+    refs = [make_frame(s, i) for i, s in enumerate(sizes)]
+    CudaEngine(generator, device=dev, cuda_graph=False).infer(refs)
+    pending = []
+    for f in frames:  # keep up to three batches in flight, as a pipeline would
+        pending.append(engine.submit([f]))
+        if len(pending) == 3:
+            engine.collect(pending.pop(0))
+    for p in pending:
+        engine.collect(p)
+    assert [f.mask.shape for f in frames] == [(h, w) for w, h in sizes]
+    assert_close(frames, refs, prob_tol=1e-3, agree=0.999)
+
+
+@pytest.mark.cuda
+def test_staging_buffer_skips_the_copy_and_gives_the_same_result(generator):
+    from stream.engine_cuda import CudaEngine
+
+    engine = CudaEngine(generator, device=torch.device("cuda"))
+    a = make_frame((1920, 1080), 3)
+    buf = engine.staging_buffer((1920, 1080))
+    buf[...] = a.image
+    b = Frame(buf, 3, 3, Fraction(1, 30), 0.0)
+    engine.infer([b])
+    engine.infer([a])
+    assert np.array_equal(a.mask, b.mask) and np.array_equal(a.prob, b.prob)
