@@ -92,8 +92,11 @@ def synthetic_frame(index: int, size_wh: tuple[int, int] = (160, 120)) -> np.nda
     cx = w / 2 + 0.25 * w * math.sin(index / 8)
     cy = h / 2 + 0.15 * h * math.cos(index / 11)
     r = 0.2 * min(w, h)
-    yy, xx = np.mgrid[0:h, 0:w]
-    img[(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = LESION_BGR
+    # only the disc's bounding box is tested: full-frame grids take tens of seconds at 8K
+    y0, y1 = max(0, math.floor(cy - r)), min(h, math.ceil(cy + r) + 1)
+    x0, x1 = max(0, math.floor(cx - r)), min(w, math.ceil(cx + r) + 1)
+    yy, xx = np.ogrid[y0:y1, x0:x1]
+    img[y0:y1, x0:x1][(xx - cx) ** 2 + (yy - cy) ** 2 <= r * r] = LESION_BGR
     if h >= BAR_CELL and w >= BAR_CELL:
         for bit in range(min(BAR_BITS, w // BAR_CELL)):
             on = (index >> bit) & 1
