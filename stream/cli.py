@@ -105,6 +105,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--smooth", choices=MODES, default="off",
                      help="temporal smoothing of the masks between frames")
     run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    web = parser.add_argument_group("web demo (python demo.py --gradio)")
+    web.add_argument("--gradio", action="store_true",
+                     help="serve the browser demo (Live webcam, Video and Image uploads; with "
+                     "--camera also a Server camera tab) instead of running one source")
+    web.add_argument("--host", default="127.0.0.1",
+                     help="address to serve on (0.0.0.0: every interface)")
+    web.add_argument("--port", type=_positive, default=7860, help="port to serve on")
+    web.add_argument("--max-upload-mb", type=_positive, default=500, metavar="MB",
+                     help="largest video or image the page accepts")
     return parser
 
 
@@ -161,6 +170,10 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
     console = console or Console(stderr=True)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
+    if args.gradio:  # the browser demo serves many sources; stream.web wires it
+        from stream.web import run_web
+
+        return run_web(args, console=console)
     device = resolve_device(args.device)
     spec = args.camera if args.camera is not None else (args.video or str(SAMPLE))
     if args.camera is None and args.video is None:
