@@ -1,0 +1,106 @@
+"""A failure in any stage stops the whole pipeline within seconds, names the stage, closes outputs.
+
+Failures are injected with the documented hook ``SLSNET_FAIL_STAGE=<stage>@<frame>`` (see
+:mod:`stream.faults`) into the real pipeline: real decoding, the real CPU engine, real sinks.
+The clip is longer than the source queue, so the capture thread is blocked on a full lossless
+queue when the failure comes: the case where supervision's ``process_video`` deadlocks.
+"""
+
+import threading
+import time
+
+import cv2
+import pytest
+import torch
+from media import probe, write_clip
+from reliability import ErrorWatch, csv_rows, demo_env, finish, playable_pts, start_demo
+
+from stream.engine import build_engine
+from stream.faults import FAIL_ENV
+from stream.pipeline import Pipeline, StageError
+from stream.sinks import open_sinks
+from stream.sources import open_source
+
+FRAMES = 40  # > source queue (8) + writer queue (8): the decoder is blocked when the failure comes
+FAIL_AT = 2
+STAGES = ["source", "engine", "smoothing", "render",
+          "sink video", "sink mask dir", "sink mask video", "sink csv"]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    return write_clip(tmp_path_factory.mktemp("clip") / "long.mp4", frames=FRAMES,
+                      size_wh=(96, 64))
+
+
+@pytest.fixture(scope="module")
+def engine():
+    return build_engine(device=torch.device("cpu"), weights=None, threads=1)
+
+
+def pipeline_threads() -> list[str]:
+    names = ("processing", "writer", "capture ")
+    return [t.name for t in threading.enumerate() if t.is_alive() and t.name.startswith(names)]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("stage", STAGES)
+def test_a_failure_in_any_stage_stops_everything_promptly(tmp_path, monkeypatch, clip, engine,
+                                                         stage):
+    # given the real pipeline on a clip longer than its queues, with every kind of output
+    monkeypatch.setenv(FAIL_ENV, f"{stage}@{FAIL_AT}")
+    source = open_source(str(clip.path))
+    sinks = open_sinks(source.info, output=tmp_path / "o.mp4", mask_dir=tmp_path / "masks",
+                       mask_video=tmp_path / "m.mkv", csv_path=tmp_path / "o.csv")
+    pipeline = Pipeline(source, engine, sinks=sinks)
+    # when the stage fails at frame 2
+    watch = ErrorWatch(pipeline)
+    with pytest.raises(StageError) as info:
+        pipeline.run(handle_sigint=False)
+    returned = time.perf_counter()
+    # then the error names the stage, in one line
+    message = str(info.value)
+    name = f"source {source.info.name}" if stage == "source" else stage
+    assert message == f"{name} failed: injected failure ({FAIL_ENV}={stage}@{FAIL_AT})"
+    # and everything stopped within a few seconds of the failure, the decoder included
+    assert watch.seconds_until(returned) < 5.0
+    assert source.join(0) and pipeline_threads() == []
+    summary = info.value.summary
+    assert summary is not None and summary.frames_out <= FAIL_AT < FRAMES
+    # and every output is closed and readable up to the frames written before the failure
+    by_name = {sink.name: sink for sink in sinks}
+    assert playable_pts(tmp_path / "o.mp4") == list(clip.pts[: by_name["video"].written])
+    assert len(probe(tmp_path / "m.mkv").video_pts) == by_name["mask video"].written
+    assert csv_rows(tmp_path / "o.csv") == by_name["csv"].written
+    pngs = sorted((tmp_path / "masks").glob("*.png"))
+    assert len(pngs) == by_name["mask dir"].written
+    assert all(cv2.imread(str(p), cv2.IMREAD_UNCHANGED).shape == (64, 96) for p in pngs)
+    # (sinks before a failing sink got the failing frame too: they are written in turn)
+    assert all(sink.written <= FAIL_AT + 1 for sink in sinks)
+
+
+@pytest.mark.timeout(120)
+def test_the_hook_is_off_unless_set(tmp_path, monkeypatch, clip, engine):
+    monkeypatch.delenv(FAIL_ENV, raising=False)
+    source = open_source(str(clip.path))
+    summary = Pipeline(source, engine, max_frames=3).run(handle_sigint=False)
+    assert summary.frames_out == 3
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_demo_process_ends_with_the_stage_named_and_outputs_marked_incomplete(tmp_path,
+                                                                                  clip):
+    # given the real program, whose engine fails on frame 2
+    proc = start_demo("--video", clip.path, "--output", tmp_path / "o.mp4",
+                      "--csv", tmp_path / "o.csv", env=demo_env(**{FAIL_ENV: "engine@2"}))
+    # when it runs
+    run = finish(proc, timeout=280)
+    # then it exits 1 with one line naming the stage, no traceback, and says what is incomplete
+    assert run.rc == 1, run.stderr
+    assert run.error_lines == [f"error: engine failed: injected failure ({FAIL_ENV}=engine@2)"]
+    assert not run.has_traceback
+    assert any(f"{tmp_path / 'o.mp4'} is incomplete: it holds the first 2 frames" in w
+               for w in run.warnings), run.stderr
+    assert run.counts()[1] == 2
+    assert playable_pts(tmp_path / "o.mp4") == list(clip.pts[:2])
