@@ -178,7 +178,6 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
     spec = args.camera if args.camera is not None else (args.video or str(SAMPLE))
     if args.camera is None and args.video is None:
         console.print(f"no source given: playing the sample clip {SAMPLE}")
-    smoother = build_smoother(args.smooth)
     has_outputs = any((args.output, args.mask_dir, args.mask_video, args.csv))
     window = _pick_window(args, console, has_outputs)
     source = open_source(spec, realtime=args.realtime)
@@ -194,6 +193,9 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
             console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
                                 "network has random weights and its masks are meaningless.",
                                 style="bold red"))
+        # every mode takes the options it knows and ignores the rest
+        smoother = build_smoother(args.smooth, size=engine.size, threshold=engine.threshold,
+                                  fps=source.info.fps)
         sinks = open_sinks(source.info, output=args.output, mask_dir=args.mask_dir,
                            mask_video=args.mask_video, csv_path=args.csv)
         for sink in sinks:
