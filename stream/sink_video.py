@@ -25,6 +25,9 @@ from stream.sink_base import PtsClock, Sink, check_output_file, describe_os_erro
 # delay_moov: the index goes out with the first fragment, so a non-zero start time survives as
 # an edit list (empty_moov would shift the first frame to t=0)
 MP4_OPTIONS = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "flush_packets": "1"}
+# a cluster a second, written at once: a killed process loses about a second of masks (the
+# muxer's default holds up to 5 s in memory, and a file killed before that holds nothing)
+MKV_OPTIONS = {"cluster_time_limit": "1000", "flush_packets": "1"}
 AUDIO_LEAD_S = 0.5  # copy audio up to this far past the last video frame written
 
 
@@ -258,9 +261,7 @@ class MaskVideoSink(Sink):
             self.warnings.append(f"{self.path.name}: written as Matroska whatever its extension")
         self._clock = PtsClock(self.TIME_BASE)
         try:
-            self._out = av.open(
-                str(self.path), "w", format="matroska", options={"flush_packets": "1"}
-            )
+            self._out = av.open(str(self.path), "w", format="matroska", options=MKV_OPTIONS)
             stream = self._out.add_stream(
                 "ffv1", rate=Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else None
             )
