@@ -13,18 +13,17 @@ Modes:
     ``flow``: the same blend, but the previous output is first moved along dense optical flow,
         and pixels the flow cannot explain (occlusions, new skin) keep the new value.
     ``keyframe``: ``flow``, with the network run only every k-th frame; frames in between get the
-        last keyframe's probability carried along the chained flow. k follows the measured
-        network time so that the stage keeps up with the source.
+        last keyframe's probability carried along the chained flow (:mod:`stream.keyframe`).
+        Given the engine, the network runs on its own thread and every frame is propagated.
 """
 
 from __future__ import annotations
 
-import math
 import time
 
 import numpy as np
 
-from stream.flow import FlowTracker, Motion, compose, identity_map, remap, thumbnail
+from stream.flow import FlowTracker, Motion, remap, thumbnail
 from stream.frame import Frame
 from stream.postprocess import prob_to_mask
 
@@ -221,108 +220,6 @@ class FlowSmoother(Ema):
         frame.timings["smooth"] = track_ms + (time.perf_counter() - t0) * 1e3
 
 
-class Keyframe(FlowSmoother):
-    """``--smooth keyframe``: the network on every k-th frame, optical flow in between.
-
-    Between keyframes the last keyframe's output is warped through the chained flow (one
-    resampling, however many frames), so it neither blurs nor lags. On keyframes the fresh
-    network output is blended with the propagated one as in ``flow``.
-
-    Args:
-        interval: a fixed k; None adapts k to the measured network and propagation times so that
-            the average time per frame stays within ``headroom`` of the source's frame interval.
-        max_interval: the largest adaptive k.
-        fps: the source rate, used until frame timestamps give it (None: 30).
-        headroom: fraction of the frame interval the stage may spend per frame on average.
-        **options: passed to :class:`FlowSmoother`.
-    """
-
-    mode = "keyframe"
-
-    def __init__(
-        self,
-        *,
-        interval: int | None = None,
-        max_interval: int = 8,
-        fps: float | None = None,
-        headroom: float = 0.8,
-        **options,
-    ):
-        super().__init__(**options)
-        if interval is not None and interval < 1:
-            raise ValueError(f"keyframe interval must be at least 1, got {interval}")
-        self.fixed, self.max_interval, self.headroom = interval, max_interval, headroom
-        self.frame_ms = 1000.0 / (fps or 30.0)
-        self.net_ms: float | None = None  # running mean of preprocess + infer + postprocess
-        self.prop_ms = 3.0  # running mean of a propagated frame's own cost
-        self.since_key = 0  # frames scheduled since the last keyframe
-        self.started = False  # a keyframe has been scheduled since the last reset
-        self.acc: np.ndarray | None = None  # S×S×2: current pixels → keyframe pixels
-        self.key_prob: np.ndarray | None = None
-        self.prev_pts: tuple[int, float] | None = None  # (index, seconds) of the last frame
-
-    @property
-    def interval(self) -> int:
-        """The keyframe interval k in force."""
-        if self.fixed is not None:
-            return self.fixed
-        if self.net_ms is None:
-            return 1
-        budget = self.headroom * self.frame_ms - self.prop_ms
-        k = self.net_ms / budget if budget > 0 else math.inf
-        return int(min(max(math.ceil(k), 1), self.max_interval))
-
-    def reset(self) -> None:
-        """Forget the keyframe; the next frame is one (measured timings are kept)."""
-        super().reset()
-        self.since_key, self.started = 0, False
-        self.acc = self.key_prob = None
-        self.prev_pts = None
-
-    def _clock(self, frame: Frame) -> None:
-        """Follow the source's frame interval from timestamps (a running mean)."""
-        t = frame.pts_seconds
-        if t is not None and self.prev_pts is not None:
-            frames, seconds = frame.index - self.prev_pts[0], t - self.prev_pts[1]
-            if frames > 0 and 0 < seconds < 1:  # dropped frames widen both
-                self.frame_ms += 0.1 * (seconds * 1e3 / frames - self.frame_ms)
-        self.prev_pts = None if t is None else (frame.index, t)
-
-    def wants_inference(self, frame: Frame) -> bool:
-        """True on keyframes: after a reset or cut, every k frames, or where tracking fails."""
-        self._clock(frame)
-        motion = self._track(frame)
-        key = motion is None or not self.started or self.since_key + 1 >= self.interval
-        self.started = True
-        self.since_key = 0 if key else self.since_key + 1
-        return key
-
-    def __call__(self, frame: Frame) -> None:
-        """Keyframes: smooth as ``flow``; other frames: carry the keyframe's probability along."""
-        motion, cut, track_ms = self._tracked(frame)
-        t0 = time.perf_counter()
-        keyframe = frame.prob is not None  # the network ran on this frame
-        if keyframe:
-            spent = sum(frame.timings.get(k, 0.0) for k in ("preprocess", "infer", "postprocess"))
-            if spent > 0:
-                self.net_ms = (
-                    spent if self.net_ms is None else self.net_ms + 0.2 * (spent - self.net_ms)
-                )
-            self._blend(frame, motion)
-            self.key_prob, self.acc = self.prev, identity_map(self.tracker.size)
-        else:
-            if motion is None or self.key_prob is None:
-                raise RuntimeError("keyframe smoother: no network output on a frame that needs it")
-            self.acc = compose(self.acc, motion)
-            self._finish(frame, remap(self.key_prob, self.acc), motion.coords)
-        frame.notes.update(smooth=self.mode, cut=cut, keyframe=keyframe)
-        frame.notes["keyframe_interval"] = self.interval
-        spent = track_ms + (time.perf_counter() - t0) * 1e3
-        if not keyframe:
-            self.prop_ms += 0.2 * (spent - self.prop_ms)
-        frame.timings["smooth"] = spent
-
-
 def build_smoother(mode: str = "off", **options) -> Identity:
     """The smoother for ``--smooth MODE``.
 
@@ -330,7 +227,9 @@ def build_smoother(mode: str = "off", **options) -> Identity:
         mode: one of ``MODES``.
         **options: keyword options of the mode's class (e.g. ``size``, ``threshold``,
             ``interval`` and ``fps`` for ``keyframe``); options another mode does not take are
-            ignored, so a caller may pass the same set for every mode.
+            ignored, so a caller may pass the same set for every mode. ``engine`` makes
+            ``keyframe`` run the network on its own thread beside the pipeline
+            (:class:`stream.keyframe.AsyncKeyframe`).
     """
     if mode not in MODES:
         raise ValueError(f"unknown smoothing mode {mode!r}; choose from {', '.join(MODES)}")
@@ -343,5 +242,10 @@ def build_smoother(mode: str = "off", **options) -> Identity:
         "flow": flow_keys,
         "keyframe": flow_keys | {"interval", "max_interval", "fps", "headroom"},
     }[mode]
-    cls = {"ema": Ema, "flow": FlowSmoother, "keyframe": Keyframe}[mode]
-    return cls(**{k: v for k, v in options.items() if k in keys})
+    chosen = {k: v for k, v in options.items() if k in keys}
+    if mode == "keyframe":
+        from stream.keyframe import AsyncKeyframe, Keyframe  # builds on the classes above
+
+        engine = options.get("engine")
+        return Keyframe(**chosen) if engine is None else AsyncKeyframe(engine=engine, **chosen)
+    return {"ema": Ema, "flow": FlowSmoother}[mode](**chosen)

@@ -97,8 +97,11 @@ def replay(
 ):
     """Run one smoothing mode over a clip whose network outputs are known.
 
+    ``async`` is ``keyframe`` with the engine on its own thread: it cannot replay cached outputs,
+    so it runs the real engine with the frames paced at ``fps``, as a camera would deliver them.
+
     Args:
-        label: ``MODE`` or ``keyframe/K``.
+        label: ``MODE``, ``keyframe/K`` or ``async``.
         options: smoother options (``--set``).
         clip: T (frame, truth) pairs from :func:`stream.synth.sweep`.
         probs: T×S×S network outputs of those frames.
@@ -107,27 +110,35 @@ def replay(
         fps: the clip's frame rate.
 
     Returns:
-        (T predicted H×W masks, extras: share of frames sent to the network, mean keyframe
+        (T predicted H×W masks, extras: share of frames with a network result, mean keyframe
         interval, mean smoothing ms per frame).
     """
     mode, _, k = label.partition("/")
     if k:
         options = {**options, "interval": int(k)}
+    live = mode == "async"
+    if live:
+        mode, options = "keyframe", {**options, "engine": engine}
     smoother = build_smoother(
         mode, size=engine.size, threshold=engine.threshold, fps=fps, **options
     )
     masks, ran, intervals, smooth_ms = [], 0, [], []
+    start = time.perf_counter()
     for i, (image, _) in enumerate(clip):
+        if live:
+            time.sleep(max(0.0, start + i / fps - time.perf_counter()))
         frame = _frame(image, i, fps)
         if smoother.wants_inference(frame):  # what engine.infer([frame]) would set
             frame.prob = probs[i]
             frame.mask = prob_to_mask(probs[i], frame.size_wh, engine.threshold)
             frame.timings.update(net_ms)
-            ran += 1
         smoother(frame)
+        ran += frame.notes.get("keyframe", True)
         masks.append(frame.mask)
         intervals.append(frame.notes.get("keyframe_interval", 1))
         smooth_ms.append(frame.timings["smooth"])
+    if live:
+        smoother.close()
     extras = {
         "net_share": ran / len(clip),
         "interval": float(np.mean(intervals)),
@@ -265,7 +276,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--motions", default=",".join(MOTIONS), help=f"comma list of {', '.join(synth.MOTIONS)}"
     )
-    p.add_argument("--modes", default="off,ema,flow,keyframe", help="smoothing modes to compare")
+    p.add_argument(
+        "--modes",
+        default="off,ema,flow,keyframe",
+        help="modes to compare: off, ema, flow, keyframe, async (threaded keyframe, real time)",
+    )
     p.add_argument(
         "--intervals", default="2,4", help="fixed keyframe intervals to add (keyframe/K)"
     )
@@ -308,7 +323,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     labels += [f"keyframe/{int(k)}" for k in args.intervals.split(",") if k]
     options = _options(args.set)
     for label in labels:  # fail before the long part
-        build_smoother(label.split("/")[0], **options)
+        build_smoother("keyframe" if label == "async" else label.split("/")[0], **options)
     weights = _weights(args.weights)
     pairs = find_pairs(args.data)
     if args.limit and args.limit < len(pairs):

@@ -5,11 +5,13 @@ noise that changes every frame plus a global per-frame offset: the boundary wobb
 regions flip from frame to frame, which is the flicker a smoother must remove.
 """
 
+import time
 from fractions import Fraction
 
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from stream.frame import Frame
 from stream.postprocess import prob_to_mask
@@ -232,3 +234,106 @@ def test_every_mode_records_its_time_and_name(static_clip):
     for mode in MODES:
         frame = run(build_smoother(mode), static_clip[:2])[-1]
         assert frame.timings["smooth"] >= 0 and frame.notes["smooth"] == mode
+
+
+class SyntheticEngine:
+    """The Engine protocol around a synthetic network: the clip's probability maps, late."""
+
+    device = torch.device("cpu")
+    size = S
+    name = "synthetic"
+    threshold = 0.5
+    untrained = False
+
+    def __init__(self, probs, delay: float, fail_at: int | None = None):
+        self.probs, self.delay, self.fail_at = probs, delay, fail_at
+        self.calls: list[int] = []
+
+    def infer(self, frames):
+        time.sleep(self.delay)
+        for f in frames:
+            if f.index == self.fail_at:
+                raise RuntimeError("network failed")
+            self.calls.append(f.index)
+            f.prob = self.probs[f.index]
+            f.mask = prob_to_mask(f.prob, f.size_wh, self.threshold)
+            f.timings.update(preprocess=0.0, infer=self.delay * 1e3, postprocess=0.0)
+
+
+def run_paced(smoother, clip, fps=30.0, start_index=0):
+    """Frames delivered at ``fps`` like a camera, each asked about and smoothed."""
+    out, t0 = [], time.perf_counter()
+    for i, (image, _, _) in enumerate(clip):
+        time.sleep(max(0.0, t0 + i / fps - time.perf_counter()))
+        frame = new_frame(image, start_index + i)
+        assert not smoother.wants_inference(frame)  # the worker runs the network, not the pipeline
+        smoother(frame)
+        out.append(frame)
+    return out
+
+
+@pytest.mark.timeout(60)
+def test_async_keyframe_carries_late_results_forward_without_stalling():
+    # given a 100 ms network (3 frames at 30 fps) and a panning lesion
+    clip = make_clip("slow_pan", seconds=1.0, seed=9)
+    engine = SyntheticEngine({i: p for i, (_, _, p) in enumerate(clip)}, delay=0.1)
+    smoother = build_smoother("keyframe", engine=engine, fps=30)
+    try:
+        frames = run_paced(smoother, clip)
+    finally:
+        smoother.close()
+    # then only the first frame waited for the network; the others took a few ms each
+    assert frames[0].notes["keyframe"] and frames[0].timings["smooth"] >= 90
+    assert max(f.timings["smooth"] for f in frames[1:]) < 60
+    # and results kept arriving, about one per network time, each on a later frame than it was for
+    keys = [f.index for f in frames if f.notes["keyframe"]]
+    assert len(keys) >= 5 and len(engine.calls) >= 5
+    assert 2 <= frames[-1].notes["keyframe_interval"] <= 8
+    # and every frame has a mask that stays on the moving lesion
+    ious = [iou(f.mask, t) for f, (_, t, _) in zip(frames, clip, strict=True)]
+    assert np.mean(ious) > 0.9
+
+
+@pytest.mark.timeout(60)
+def test_async_keyframe_reset_drops_the_result_in_flight():
+    clip = make_clip("static", seconds=0.5, seed=10)
+    probs = {i: p for i, (_, _, p) in enumerate(clip)}
+    probs.update({100 + i: np.zeros((S, S), np.float32) for i in range(len(clip))})
+    engine = SyntheticEngine(probs, delay=0.15)
+    smoother = build_smoother("keyframe", engine=engine)
+    try:
+        run_paced(smoother, clip[:3])  # a job for frame 1 or 2 is now running
+        smoother.reset()
+        # when the next frame (another scene: all background) arrives, it waits for its own result
+        frame = run_paced(smoother, clip[3:4], start_index=100)[0]
+    finally:
+        smoother.close()
+    np.testing.assert_array_equal(frame.prob, probs[100])
+    assert frame.mask.sum() == 0
+
+
+@pytest.mark.timeout(60)
+def test_async_keyframe_raises_the_networks_error_and_closes():
+    clip = make_clip("static", seconds=0.5, seed=11)
+    engine = SyntheticEngine({i: p for i, (_, _, p) in enumerate(clip)}, delay=0.01, fail_at=1)
+    smoother = build_smoother("keyframe", engine=engine)
+    with pytest.raises(RuntimeError, match="network failed"):
+        run_paced(smoother, clip)
+    smoother.close()
+    assert not smoother.worker.is_alive()
+
+
+@pytest.mark.timeout(120)
+def test_async_keyframe_with_the_real_cpu_engine():
+    # the CPU engine (random weights) on its worker thread: every frame gets a full-size mask
+    from stream.engine import build_engine
+
+    clip = make_clip("slow_pan", seconds=0.3, seed=12)
+    engine = build_engine(device=torch.device("cpu"), weights=None)
+    smoother = build_smoother("keyframe", engine=engine, size=engine.size)
+    try:
+        frames = run_paced(smoother, clip)
+    finally:
+        smoother.close()
+    assert all(f.mask.shape == (120, 160) and f.prob.shape == (S, S) for f in frames)
+    assert frames[0].notes["keyframe"]
