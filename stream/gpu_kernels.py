@@ -264,10 +264,20 @@ extern "C" __global__ void upsample_threshold(
 }
 """
 
-_OUT_TYPES = {  # torch dtype → (header, C type, conversion from float)
-    torch.float32: ("", "float", "(float)"),
-    torch.float16: ("#include <cuda_fp16.h>\n", "__half", "__float2half_rn"),
-    torch.bfloat16: ("#include <cuda_bf16.h>\n", "__nv_bfloat16", "__float2bfloat16_rn"),
+# torch dtype → (output C type, conversion from float). Half types are written as raw 16-bit
+# patterns converted by one PTX instruction (round to nearest even), so no CUDA header is needed.
+_CONVERT = r"""
+__device__ __forceinline__ unsigned short to_f16(float v) {
+    unsigned short h; asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(v)); return h;
+}
+__device__ __forceinline__ unsigned short to_bf16(float v) {
+    unsigned short h; asm("cvt.rn.bf16.f32 %0, %1;" : "=h"(h) : "f"(v)); return h;
+}
+"""
+_OUT_TYPES = {
+    torch.float32: ("float", "(float)"),
+    torch.float16: ("unsigned short", "to_f16"),
+    torch.bfloat16: ("unsigned short", "to_bf16"),  # cvt.bf16 needs sm_80 or newer
 }
 
 
@@ -307,9 +317,9 @@ class CupyKernels:
 
     def _preprocess_kernel(self, dtype: torch.dtype):
         if dtype not in self._pre:
-            header, ctype, conv = _OUT_TYPES[dtype]
+            ctype, conv = _OUT_TYPES[dtype]
             name = str(dtype).removeprefix("torch.")
-            code = header + _SOURCE.replace("OUTNAME", name).replace("OUT_T", ctype)
+            code = _CONVERT + _SOURCE.replace("OUTNAME", name).replace("OUT_T", ctype)
             self._pre[dtype] = self.cp.RawKernel(code.replace("TO_OUT", conv), f"preprocess_{name}")
         return self._pre[dtype]
 

@@ -369,3 +369,101 @@ def test_staging_buffer_skips_the_copy_and_gives_the_same_result(generator):
     engine.infer([b])
     engine.infer([a])
     assert np.array_equal(a.mask, b.mask) and np.array_equal(a.prob, b.prob)
+
+
+# ------------------------------------------------- the CUDA source itself, run on the host
+HOST_SHIM = r"""
+#include <cstdint>
+struct uint3_ { unsigned x, y, z; };
+static uint3_ blockIdx, threadIdx, blockDim;
+#define __global__
+#define __restrict__
+"""
+HOST_RUNNERS = r"""
+#define GRID_LOOP(gx, gy, block, CALL) \
+    blockDim = {block, 1, 1}; \
+    for (unsigned by = 0; by < gy; ++by) for (unsigned bx = 0; bx < gx; ++bx) \
+        for (unsigned tx = 0; tx < block; ++tx) { \
+            blockIdx = {bx, by, 0}; threadIdx = {tx, 0, 0}; CALL; }
+extern "C" void run_preprocess(unsigned gx, unsigned gy, unsigned block,
+    const unsigned char* src, long long fp, long long rp, const int* xi, const float* xw, int kx,
+    const int* yi, const float* yw, int ky, int size, float scale, float bias, float* out,
+    long long sb, long long sc, long long sy, long long sx) {
+    GRID_LOOP(gx, gy, block, preprocess_float32(src, fp, rp, xi, xw, kx, yi, yw, ky, size,
+                                                scale, bias, out, sb, sc, sy, sx))
+}
+extern "C" void run_mask(unsigned gx, unsigned gy, unsigned block, const float* prob, int size,
+    const int* xi, const float* xw, int w, const int* yi, const float* yw, int h, float thr,
+    unsigned char* mask) {
+    GRID_LOOP(gx, gy, block, upsample_threshold(prob, size, xi, xw, w, yi, yw, h, thr, mask))
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def host_kernels(tmp_path_factory):
+    """The CuPy kernels' CUDA source compiled for the host, one thread at a time (float32)."""
+    import ctypes
+    import shutil
+    import subprocess
+
+    from stream.gpu_kernels import _MASK_SOURCE, _SOURCE
+
+    cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    if cxx is None:
+        pytest.skip("no C++ compiler to run the kernel source on the host")
+    src = _SOURCE.replace("OUTNAME", "float32").replace("OUT_T", "float").replace("TO_OUT", "")
+    folder = tmp_path_factory.mktemp("host_kernels")
+    (folder / "k.cpp").write_text(HOST_SHIM + src + _MASK_SOURCE + HOST_RUNNERS)
+    subprocess.run([cxx, "-O1", "-shared", "-fPIC", "-std=c++17", "-o", str(folder / "k.so"),
+                    str(folder / "k.cpp")], check=True, capture_output=True, timeout=120)
+    return ctypes.CDLL(str(folder / "k.so"))
+
+
+def _ptr(a):
+    import ctypes
+
+    return ctypes.c_void_p(a.ctypes.data)
+
+
+def test_cuda_preprocess_source_equals_reference_on_the_host(host_kernels):
+    import ctypes
+
+    # given 2 frames with padded rows (pitch > 3·W) and a channels_last output poisoned with NaN
+    w, h, size, block = 333, 200, 128, 128
+    frames = np.zeros((2, h, w * 3 + 7), np.uint8)
+    frames[:, :, : w * 3] = bgr((w, h), seed=11, n=2).reshape(2, h, w * 3)
+    out = np.full((2, size, size, 3), np.nan, np.float32)  # NHWC memory = channels_last NCHW
+    tx, ty = input_taps((w, h), size)
+    grid = ((size * size + block - 1) // block, 2)
+    ll, i32, f32 = ctypes.c_longlong, ctypes.c_int, ctypes.c_float
+    from stream.gpu_kernels import NORM_BIAS, NORM_SCALE
+
+    # when the kernel source runs every (block, thread) of the launch
+    host_kernels.run_preprocess(
+        ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block), _ptr(frames),
+        ll(frames.strides[0]), ll(frames.strides[1]), _ptr(tx.index), _ptr(tx.weight), i32(tx.k),
+        _ptr(ty.index), _ptr(ty.weight), i32(ty.k), i32(size), f32(NORM_SCALE), f32(NORM_BIAS),
+        _ptr(out), ll(size * size * 3), ll(1), ll(size * 3), ll(3))
+    # then every output is written and equals the numpy reference
+    ref = preprocess_reference(frames[:, :, : w * 3].reshape(2, h, w, 3), size)
+    assert not np.isnan(out).any()
+    np.testing.assert_allclose(out.transpose(0, 3, 1, 2), ref, atol=1e-5)
+
+
+def test_cuda_mask_source_equals_reference_on_the_host(host_kernels):
+    import ctypes
+
+    w, h, size = 161, 97, 128
+    probs = np.stack([smooth_prob(seed=4), smooth_prob(seed=5)])
+    mask = np.full((2, h, w), 7, np.uint8)
+    tx, ty = output_taps(size, (w, h))
+    host_kernels.run_mask(
+        ctypes.c_uint((w * h + 255) // 256), ctypes.c_uint(2), ctypes.c_uint(256), _ptr(probs),
+        ctypes.c_int(size), _ptr(tx.index), _ptr(tx.weight), ctypes.c_int(w), _ptr(ty.index),
+        _ptr(ty.weight), ctypes.c_int(h), ctypes.c_float(0.5), _ptr(mask))
+    for i in range(2):
+        up = upsample_reference(probs[i], (w, h))
+        decided = np.abs(up - 0.5) > 1e-5
+        assert set(np.unique(mask[i])) <= {0, 1}
+        assert np.array_equal(mask[i][decided], (up > 0.5)[decided].astype(np.uint8))
