@@ -37,6 +37,19 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def _commands(run: Path) -> list[dict]:
+    """Each ``slsnet.train`` invocation of the run, with the epoch it started from."""
+    path = run / "commands.jsonl"
+    if not path.is_file():
+        args = json.loads((run / "args.json").read_text())
+        return [{"from_epoch": 0, "command": f"python -m slsnet.train --data {args['data']} ..."}]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [
+        {"from_epoch": r["from_epoch"], "command": "python -m slsnet.train " + " ".join(r["argv"])}
+        for r in rows
+    ]
+
+
 def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int) -> dict:
     """The model card dict for ``run`` (a folder written by ``slsnet.train``)."""
     from slsnet.info import count_params
@@ -68,27 +81,12 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "best_epoch": best_epoch,
             "batch_size": args.get("batch_size"),
             "optimiser": f"Adam lr {args.get('lr')} betas (0.5, 0.999), one D step then one G step",
-            "loss": f"BCE adversarial + {args.get('l1_weight')}·L1 "
-            f"+ {args.get('jaccard_weight')}·Jaccard",
+            "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial + {args.get('l1_weight')}·L1 "
+            f"+ {args.get('jaccard_weight')}·Jaccard (last phase; see commands)",
             "augmentation": "h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2 (online)",
             "hardware": f"{_cpu_name()}, {args.get('device')} (shared 2-core machine)",
             "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
-            "command": "python -m slsnet.train "
-            + " ".join(
-                f"--{k.replace('_', '-')} {v}"
-                for k, v in args.items()
-                if k
-                in (
-                    "data",
-                    "out",
-                    "epochs",
-                    "batch_size",
-                    "size",
-                    "lr",
-                    "l1_weight",
-                    "jaccard_weight",
-                )
-            ),
+            "commands": _commands(run),
         },
         "evaluation": {
             "data": str(data),

@@ -57,13 +57,18 @@ def generator_loss(
     *,
     l1_weight: float = 0.1,
     jaccard_weight: float = 0.5,
+    adversarial_weight: float = 1.0,
 ) -> GeneratorLosses:
-    """Paper eq. 7: ``BCE(D(x, G(x)), 1) + λ·L1(y, G(x)) + α·Jaccard(y, G(x))``."""
+    """Paper eq. 7: ``BCE(D(x, G(x)), 1) + λ·L1(y, G(x)) + α·Jaccard(y, G(x))``.
+
+    ``adversarial_weight`` (1 in the paper) scales the first term; see the model card for why the
+    shipped weights were trained with a smaller one.
+    """
     adv = adversarial_loss(fake_logits, real=True)
     l1 = l1_loss(target, prob)
     jac = jaccard_loss(target, prob)
     return {
-        "total": adv + l1_weight * l1 + jaccard_weight * jac,
+        "total": adversarial_weight * adv + l1_weight * l1 + jaccard_weight * jac,
         "adversarial": adv,
         "l1": l1,
         "jaccard": jac,

@@ -46,6 +46,7 @@ class Hyper:
     betas: tuple[float, float] = (0.5, 0.999)
     l1_weight: float = 0.1  # λ
     jaccard_weight: float = 0.5  # α
+    adversarial_weight: float = 1.0  # weight of BCE(D(x, G(x)), 1)
     amp: bool = False  # bf16 autocast
 
 
@@ -91,6 +92,7 @@ class GANTrainer:
                 fake,
                 l1_weight=self.hyper.l1_weight,
                 jaccard_weight=self.hyper.jaccard_weight,
+                adversarial_weight=self.hyper.adversarial_weight,
             )
         losses["total"].backward()
         for p in self.discriminator.parameters():
@@ -165,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--l1-weight", type=float, default=0.1, help="λ of the L1 term")
     g.add_argument("--jaccard-weight", type=float, default=0.5, help="α of the Jaccard term")
+    g.add_argument(
+        "--adv-weight", type=float, default=1.0, help="weight of the adversarial term (paper: 1)"
+    )
     g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (checkpoints, log, curves)")
@@ -181,7 +186,7 @@ def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.
     return images, [read_mask(p.mask) for p in pairs]
 
 
-def train(args: argparse.Namespace) -> dict:
+def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     """Run (or resume) training as described by parsed ``args``; returns the last log record."""
     from rich.console import Console
     from rich.progress import (
@@ -207,7 +212,11 @@ def train(args: argparse.Namespace) -> dict:
 
     config = SLSNetConfig(input_size=args.size)
     hyper = Hyper(
-        lr=args.lr, l1_weight=args.l1_weight, jaccard_weight=args.jaccard_weight, amp=args.amp
+        lr=args.lr,
+        l1_weight=args.l1_weight,
+        jaccard_weight=args.jaccard_weight,
+        adversarial_weight=args.adv_weight,
+        amp=args.amp,
     )
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -220,6 +229,13 @@ def train(args: argparse.Namespace) -> dict:
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
         console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
     (out / "args.json").write_text(json.dumps(vars(args) | {"config": config.to_dict()}, indent=2))
+    with open(out / "commands.jsonl", "a") as f:  # every invocation, so phases stay on record
+        record = {
+            "from_epoch": start_epoch,
+            "argv": sys.argv[1:] if argv is None else argv,
+            "args": vars(args),
+        }
+        f.write(json.dumps(record) + "\n")
 
     pairs = find_pairs(data / "train")[: args.limit or None]
     images, masks = load_arrays(pairs, args.size)
@@ -297,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; user errors end with one line and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
-        train(args)
+        train(args, argv)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

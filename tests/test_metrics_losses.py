@@ -81,6 +81,8 @@ def test_loss_values_on_known_inputs():
     g = generator_loss(torch.zeros(1, 1, 3, 3), target, prob)
     assert float(g["adversarial"]) == pytest.approx(np.log(2), abs=1e-6)
     assert float(g["total"]) == pytest.approx(np.log(2) + 0.025 + 0.125, abs=1e-5)
+    g = generator_loss(torch.zeros(1, 1, 3, 3), target, prob, adversarial_weight=0.1)
+    assert float(g["total"]) == pytest.approx(0.1 * np.log(2) + 0.025 + 0.125, abs=1e-5)
     # discriminator: both terms ln 2 at logit 0
     d = discriminator_loss(torch.zeros(1, 1, 3, 3), torch.zeros(1, 1, 3, 3))
     assert float(d["total"]) == pytest.approx(2 * np.log(2), abs=1e-6)

@@ -210,4 +210,6 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     assert card["evaluation"]["n"] == 2
     assert set(card["evaluation"]["metrics"]) == {"acc", "dsc", "jsc", "sen", "spe", "jsc_th"}
     assert any("1710.05006" in c for c in card["citations"])
-    assert card["training"]["command"].startswith("python -m slsnet.train --data")
+    (phase,) = card["training"]["commands"]
+    assert phase["from_epoch"] == 0
+    assert phase["command"].startswith("python -m slsnet.train --data")
