@@ -30,6 +30,5 @@ def prob_to_mask(prob: np.ndarray, size_wh: tuple[int, int], threshold: float) -
         raise ValueError(f"probability map must be 2-D, got shape {prob.shape}")
     if prob.shape != (height, width):
         prob = cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR)
-    # cv2.threshold on float32 is one vectorised pass; the uint8 cast keeps {0, 1}.
-    _, binary = cv2.threshold(prob, float(threshold), 1.0, cv2.THRESH_BINARY)
-    return binary.astype(np.uint8)
+    # one comparison pass; a bool array viewed as uint8 is already {0, 1}, no second pass
+    return (prob > threshold).view(np.uint8)
