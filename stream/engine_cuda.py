@@ -27,6 +27,7 @@ network, mask resize), ``postprocess`` = download + copy into the frames.
 from __future__ import annotations
 
 import copy
+import threading
 import time
 from collections import OrderedDict
 
@@ -155,6 +156,7 @@ class CudaEngine:
                 model = copy.deepcopy(generator).eval().to(self.device, self.dtype)
                 self.model = model.to(memory_format=self.memory_format)
         self._plans: OrderedDict[tuple[int, int], _Plan] = OrderedDict()
+        self._lock = threading.RLock()  # one caller at a time (e.g. a keyframe worker thread)
         mode = "graph" if cuda_graph else "eager"
         self.name = f"cuda {self.precision} {mode}" + (f" batch {batch}" if batch > 1 else "")
         if self.note:
@@ -163,7 +165,8 @@ class CudaEngine:
     # ----------------------------------------------------------------------------- plans
     def prepare(self, size_wh: tuple[int, int]) -> None:
         """Build buffers, warm up and capture graphs for W×H frames now, not on the first frame."""
-        self._plan(tuple(size_wh))
+        with self._lock:
+            self._plan(tuple(size_wh))
 
     def _plan(self, size_wh: tuple[int, int]) -> _Plan:
         plan = self._plans.get(size_wh)
@@ -214,11 +217,12 @@ class CudaEngine:
 
         A frame whose ``image`` is this array skips the host copy (a decoder can write here).
         """
-        plan = self._plan(tuple(size_wh))
-        slot = plan.slots[plan.next]
-        if slot.pending is not None:
-            self._finish(slot)
-        return slot.np_in[0]
+        with self._lock:
+            plan = self._plan(tuple(size_wh))
+            slot = plan.slots[plan.next]
+            if slot.pending is not None:
+                self._finish(slot)
+            return slot.np_in[0]
 
     def submit(self, frames: list[Frame]) -> Pending:
         """Start a batch of 1..``batch`` same-size frames; returns at once (see :meth:`collect`).
@@ -226,26 +230,27 @@ class CudaEngine:
         Raises:
             ValueError: an empty or oversized batch, mixed sizes, or a non-BGR-uint8 image.
         """
-        if not 1 <= len(frames) <= self.batch:
-            raise ValueError(f"submit takes 1..{self.batch} frames, got {len(frames)}")
-        w, h = size_wh = frames[0].size_wh
-        plan = self._plan(size_wh)
-        slot = plan.slots[plan.next]
-        plan.next = (plan.next + 1) % len(plan.slots)
-        if slot.pending is not None:  # the ring is full: the oldest batch must come home first
-            self._finish(slot)
-        t0 = time.perf_counter()
-        for j, frame in enumerate(frames):
-            image = frame.image
-            if image.shape != (h, w, 3) or image.dtype != np.uint8:
-                raise ValueError(f"frame {frame.index}: expected {h}×{w}×3 uint8 BGR, "
-                                 f"got {image.shape} {image.dtype}")
-            if image.ctypes.data != slot.np_in[j].ctypes.data:
-                np.copyto(slot.np_in[j], image)
-        slot.stage_ms = (time.perf_counter() - t0) * 1e3
-        self._launch(plan, slot, len(frames))
-        slot.pending = Pending(frames, slot)
-        return slot.pending
+        with self._lock:
+            if not 1 <= len(frames) <= self.batch:
+                raise ValueError(f"submit takes 1..{self.batch} frames, got {len(frames)}")
+            w, h = size_wh = frames[0].size_wh
+            plan = self._plan(size_wh)
+            slot = plan.slots[plan.next]
+            plan.next = (plan.next + 1) % len(plan.slots)
+            if slot.pending is not None:  # the ring is full: the oldest batch must come home first
+                self._finish(slot)
+            t0 = time.perf_counter()
+            for j, frame in enumerate(frames):
+                image = frame.image
+                if image.shape != (h, w, 3) or image.dtype != np.uint8:
+                    raise ValueError(f"frame {frame.index}: expected {h}×{w}×3 uint8 BGR, "
+                                     f"got {image.shape} {image.dtype}")
+                if image.ctypes.data != slot.np_in[j].ctypes.data:
+                    np.copyto(slot.np_in[j], image)
+            slot.stage_ms = (time.perf_counter() - t0) * 1e3
+            self._launch(plan, slot, len(frames))
+            slot.pending = Pending(frames, slot)
+            return slot.pending
 
     def _launch(self, plan: _Plan, slot: _Slot, count: int) -> None:
         up, comp, down, ev = self.upload_stream, self.compute_stream, self.download_stream, slot.ev
@@ -287,8 +292,9 @@ class CudaEngine:
 
     def collect(self, pending: Pending) -> list[Frame]:
         """Wait for a submitted batch; sets ``prob``, ``mask`` and timings on its frames."""
-        if not pending.done:
-            self._finish(pending.slot)
+        with self._lock:
+            if not pending.done:
+                self._finish(pending.slot)
         return pending.frames
 
     def infer(self, frames: list[Frame]) -> None:
@@ -296,14 +302,16 @@ class CudaEngine:
 
         Frames are cut into batches of same-size frames; up to ``ring`` batches are in flight.
         """
-        pending = [self.submit(chunk) for chunk in chunks(frames, self.batch)]
-        for p in pending:
-            self.collect(p)
+        with self._lock:
+            pending = [self.submit(chunk) for chunk in chunks(frames, self.batch)]
+            for p in pending:
+                self.collect(p)
 
     def close(self) -> None:
         """Finish what is in flight and free the plans (buffers and graphs)."""
-        for plan in self._plans.values():
-            for slot in plan.slots:
-                if slot.pending is not None:
-                    self._finish(slot)
-        self._plans.clear()
+        with self._lock:
+            for plan in self._plans.values():
+                for slot in plan.slots:
+                    if slot.pending is not None:
+                        self._finish(slot)
+            self._plans.clear()
