@@ -59,6 +59,27 @@ class RateMeter:
         return (c1 - c0) / (t1 - t0) if t1 > t0 else 0.0
 
 
+class History:
+    """The last ``size`` values in a preallocated float32 ring: 4 bytes a sample.
+
+    A deque of Python floats costs ~32 bytes a sample: 60 MB for 200 000 frames of 8 stages,
+    which a GPU reaches within a 30-minute session; this holds the same in 6 MB.
+    """
+
+    def __init__(self, size: int) -> None:
+        self._values = np.empty(size, np.float32)  # pages are touched only as it fills
+        self._count = 0
+
+    def append(self, value: float) -> None:
+        """Add ``value``, overwriting the oldest once full."""
+        self._values[self._count % len(self._values)] = value
+        self._count += 1
+
+    def values(self) -> np.ndarray:
+        """The values held (in ring order; percentiles do not care)."""
+        return self._values[: min(self._count, len(self._values))]
+
+
 @dataclass(frozen=True)
 class Snapshot:
     """What the HUD shows: rates, latencies (p50, p95) per stage, drops."""
@@ -100,7 +121,7 @@ class PipelineStats:
         self._window = window
         self._history = history
         self._live: dict[str, collections.deque[float]] = {}
-        self._all: dict[str, collections.deque[float]] = {}
+        self._all: dict[str, History] = {}
         self.capture = RateMeter(rate_seconds)
         self.processed = RateMeter(rate_seconds)
         self.frames_in = 0
@@ -113,7 +134,7 @@ class PipelineStats:
     def _add(self, stage: str, ms: float) -> None:
         if stage not in self._live:
             self._live[stage] = collections.deque(maxlen=self._window)
-            self._all[stage] = collections.deque(maxlen=self._history)
+            self._all[stage] = History(self._history)
         self._live[stage].append(ms)
         self._all[stage].append(ms)
 
@@ -169,6 +190,6 @@ class PipelineStats:
             wall = now - self.started
             busy = (self.last_out - self.started) if self.last_out is not None else wall
             fps = self.frames_out / busy if busy > 0 else 0.0
-            latency = {s: percentiles(self._all[s]) for s in self._stages()}
+            latency = {s: percentiles(self._all[s].values()) for s in self._stages()}
             return Summary(self.frames_in, self.frames_out, self.dropped, wall, fps, latency,
                            device=device, interrupted=interrupted)
