@@ -258,42 +258,56 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     notes = ["random weights (no weights file): the speed is the same, the masks meaningless"
              ] if untrained else []
 
-    if "model" in sections:
+    def models() -> list[Row]:
+        if not gpu:
+            return cpu_model_rows(copy.deepcopy(generator), size=args.size, timing=timing,
+                                  batch=2 if quick else 8)
+        builders = {"slsnet": lambda: copy.deepcopy(generator)}
+        peers, note = reference_models()
+        notes.extend([note] if note else [])
+        return model_rows(builders | peers, size=args.size, device=device, timing=timing,
+                          batches=(64,) if quick else (64, 512))
+
+    def frames() -> list[Row]:
         if gpu:
-            builders = {"slsnet": lambda: copy.deepcopy(generator)}
-            peers, note = reference_models()
-            builders |= peers
-            notes += [note] if note else []
-            rows += model_rows(builders, size=args.size, device=device, timing=timing,
-                               batches=(64,) if quick else (64, 512))
-        else:
-            rows += cpu_model_rows(copy.deepcopy(generator), size=args.size, timing=timing,
-                                   batch=2 if quick else 8)
-    if "frame" in sections:
-        if gpu:
-            rows += frame_rows(generator, device=device, size_wh=args.frame_size, timing=timing,
-                               untrained=untrained)
-        else:
-            engine = CpuEngine(copy.deepcopy(generator), untrained=untrained)
-            rows += cpu_frame_rows(engine, size_wh=args.frame_size, timing=timing)
-    if "preprocess" in sections and gpu:
-        rows += preprocess_rows(device=device, size_wh=args.frame_size, size=args.size)
-    if "file" in sections:
+            return frame_rows(generator, device=device, size_wh=args.frame_size, timing=timing,
+                              untrained=untrained)
+        engine = CpuEngine(copy.deepcopy(generator), untrained=untrained)
+        return cpu_frame_rows(engine, size_wh=args.frame_size, timing=timing)
+
+    def preprocessing() -> list[Row]:  # the CPU path has no separate preprocessing to compare
+        return preprocess_rows(device=device, size_wh=args.frame_size, size=args.size)
+
+    def files() -> list[Row]:
         from stream.bench_file import file_section
 
-        rows += file_section(generator, device=device, untrained=untrained, size_wh=clip_size,
-                             frames=clip_frames, quick=quick, notes=notes)
-    return {
-        "command": " ".join(["python -m stream.bench", *argv]),
-        "device": str(device),
-        "quick": quick,
-        "size": args.size,
-        "weights": weights,
-        "env": environment(device, torch.get_num_threads()),
-        "rows": [dataclasses.asdict(r) for r in rows],
-        "targets": gpu_targets(rows) if gpu else [],
-        "notes": notes,
-    }
+        return file_section(generator, device=device, untrained=untrained, size_wh=clip_size,
+                            frames=clip_frames, quick=quick, notes=notes)
+
+    def report() -> dict:
+        return {
+            "command": " ".join(["python -m stream.bench", *argv]),
+            "device": str(device),
+            "quick": quick,
+            "size": args.size,
+            "weights": weights,
+            "env": environment(device, torch.get_num_threads()),
+            "rows": [dataclasses.asdict(r) for r in rows],
+            "targets": gpu_targets(rows) if gpu else [],
+            "notes": notes,
+        }
+
+    steps = {"model": models, "frame": frames, "preprocess": preprocessing, "file": files}
+    for name in SECTIONS:
+        if name not in sections or (name == "preprocess" and not gpu):
+            continue
+        t0 = time.perf_counter()
+        rows += steps[name]()
+        seconds = time.perf_counter() - t0
+        print(f"bench: {name} done in {seconds:.1f} s", file=sys.stderr, flush=True)
+        if args.json:  # a run cut short still leaves what it measured
+            Path(args.json).write_text(json.dumps(report(), indent=2) + "\n")
+    return report()
 
 
 def main(argv: list[str] | None = None) -> int:
