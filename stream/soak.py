@@ -1,0 +1,283 @@
+"""``python -m stream.soak``: run the pipeline for a long time and watch memory, speed and latency.
+
+    python -m stream.soak --minutes 30 [--clip clip.mp4] [--interval 30] [--device auto]
+        [--no-outputs] [--keep-outputs DIR] [--json soak.json] [--max-growth-mb 50]
+
+A clip (default: the bundled sample) is played in a loop, frame indices and timestamps running
+on across loops, through the whole pipeline: decode, engine, smoothing, render and, unless
+``--no-outputs``, the video, mask video and CSV sinks (written to a temporary folder). Every
+``--interval`` seconds a sample is taken: frames, FPS over the interval, end-to-end latency p50
+and p95 (last frames), the process RSS and, on CUDA, the GPU memory held by torch and CuPy.
+
+The verdict: RSS must not grow by more than ``--max-growth-mb`` over the RSS at the end of the
+warm-up (the first sample: model loaded, encoders open, queues full). The exit status is 0 when
+it holds, 1 when it does not, 130 after Ctrl-C (the samples so far are still reported).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from stream.errors import PipelineError
+from stream.frame import SourceInfo
+from stream.queues import EOS
+from stream.sources import Source
+from stream.stats import E2E
+
+SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
+
+
+class LoopingSource(Source):
+    """A video file played again and again (lossless queue): a stream that never ends.
+
+    Each pass is a fresh :class:`~stream.source_file.FileSource`; frames are renumbered and their
+    PTS shifted by the length of the passes before, so indices and timestamps keep increasing.
+
+    Args:
+        path: the clip.
+        queue_size: bound of the frame queue (small: frames waiting in it count as latency).
+    """
+
+    def __init__(self, path: str | Path, *, queue_size: int = 2) -> None:
+        from stream.source_file import FileSource
+
+        self._open_pass = lambda: FileSource(path, queue_size=queue_size)
+        first = self._open_pass()
+        info = first.info
+        first.close()
+        self.passes = 0
+        super().__init__(
+            SourceInfo(name=f"loop:{Path(path).name}", size_wh=info.size_wh, fps=info.fps,
+                       time_base=info.time_base, frame_count=None, live=False, path=None),
+            "lossless", queue_size)
+        self._step = max(1, round(1 / (info.fps * info.time_base)))  # one frame, in PTS units
+
+    def _run(self, stop: threading.Event) -> None:
+        index, offset = 0, 0
+        while not stop.is_set():
+            inner = self._open_pass()
+            inner.start(stop)
+            first = last = None
+            try:
+                while True:
+                    item = inner.queue.get(stop, timeout=30.0)
+                    if item is EOS:
+                        break
+                    first = item.pts if first is None else first
+                    last = item.pts
+                    item.index, item.pts = index, offset + item.pts - first
+                    item.capture_time = time.perf_counter()
+                    self.queue.put(item, stop)
+                    self._decoded += 1
+                    index += 1
+            finally:
+                stop_inner = stop.is_set()
+                if not inner.join(5.0) and not stop_inner:
+                    raise PipelineError(f"{self.info.name}: a decoding pass did not end")
+            if inner.error is not None:
+                raise inner.error
+            if last is None:
+                raise PipelineError(f"{self.info.name}: a pass gave no frame")
+            offset += last - first + self._step
+            self.passes += 1
+
+    def _release(self) -> None:
+        pass  # every pass closes its own file
+
+
+@dataclass
+class Sample:
+    """The state of the run at one moment."""
+
+    t_s: float  # since the pipeline started
+    frames: int  # frames through every stage and sink
+    fps: float  # over the interval before this sample
+    latency_p50_ms: float  # end-to-end, last frames
+    latency_p95_ms: float
+    rss_mb: float
+    gpu_mb: float | None  # torch + CuPy memory on the GPU; None on the CPU
+    dropped: int
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MB (Linux /proc; the peak elsewhere)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def gpu_mb(device) -> float | None:
+    """GPU memory this process holds through torch's and CuPy's allocators (None on the CPU)."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    held = torch.cuda.memory_reserved(device)
+    cupy = sys.modules.get("cupy")
+    if cupy is not None:
+        held += cupy.get_default_memory_pool().total_bytes()
+    return held / 2**20
+
+
+class Sampler:
+    """The pipeline's progress callback: a sample per interval, and the stop at the deadline."""
+
+    def __init__(self, pipeline, *, seconds: float, interval: float, device, console) -> None:
+        self.pipeline, self.seconds, self.interval = pipeline, seconds, interval
+        self.device, self.console = device, console
+        self.samples: list[Sample] = []
+        self.start = time.perf_counter()
+        self._next, self._last = interval, (0.0, 0)
+        self._stopped = False
+
+    def __call__(self, stats) -> None:
+        """Called by the pipeline about ten times a second with its live stats."""
+        t = time.perf_counter() - self.start
+        if t >= self._next:
+            self._next += self.interval
+            self.take(stats, t)
+        if t >= self.seconds and not self._stopped:
+            self._stopped = True
+            self.pipeline.request_stop()
+
+    def take(self, stats, t: float) -> None:
+        """Record (and print) a sample at ``t`` seconds."""
+        t0, n0 = self._last
+        frames = stats.frames_out
+        p50, p95 = stats.snapshot().latency.get(E2E, (float("nan"), float("nan")))
+        sample = Sample(round(t, 1), frames, (frames - n0) / (t - t0) if t > t0 else 0.0,
+                        p50, p95, rss_mb(), gpu_mb(self.device), stats.dropped)
+        self._last = (t, frames)
+        self.samples.append(sample)
+        gpu = "" if sample.gpu_mb is None else f"  GPU {sample.gpu_mb:.0f} MB"
+        self.console.print(f"{sample.t_s:7.0f} s  {frames:7d} frames  {sample.fps:5.1f} FPS  "
+                           f"latency p50 {p50:6.0f} ms  RSS {sample.rss_mb:6.1f} MB{gpu}")
+
+
+def verdict(samples: list[Sample], limit_mb: float) -> dict:
+    """RSS growth after the warm-up (the first sample) against ``limit_mb``, and its slope."""
+    if len(samples) < 2:
+        return {"ok": None, "reason": "fewer than two samples: run longer or sample more often"}
+    base, rest = samples[0], samples[1:]
+    growth = max(s.rss_mb for s in rest) - base.rss_mb
+    span_min = (rest[-1].t_s - base.t_s) / 60
+    slope = (rest[-1].rss_mb - base.rss_mb) / span_min if span_min > 0 else 0.0
+    return {"ok": growth <= limit_mb, "warmup_rss_mb": base.rss_mb, "max_rss_mb":
+            max(s.rss_mb for s in samples), "growth_mb": growth, "limit_mb": limit_mb,
+            "slope_mb_per_min": slope, "final_rss_mb": samples[-1].rss_mb}
+
+
+def report_table(samples: list[Sample], result: dict, *, title: str) -> Table:
+    """Samples as rows; the verdict as the caption."""
+    table = Table(title=title, title_justify="left")
+    for name in ("t (s)", "frames", "FPS", "p50 ms", "p95 ms", "RSS MB", "GPU MB", "dropped"):
+        table.add_column(name, justify="right")
+    for s in samples:
+        table.add_row(f"{s.t_s:.0f}", str(s.frames), f"{s.fps:.1f}", f"{s.latency_p50_ms:.0f}",
+                      f"{s.latency_p95_ms:.0f}", f"{s.rss_mb:.1f}",
+                      "-" if s.gpu_mb is None else f"{s.gpu_mb:.0f}", str(s.dropped))
+    if result.get("ok") is None:
+        table.caption = result["reason"]
+    else:
+        table.caption = (f"RSS after warm-up {result['warmup_rss_mb']:.1f} MB, growth "
+                         f"{result['growth_mb']:+.1f} MB (limit {result['limit_mb']:.0f}), "
+                         f"slope {result['slope_mb_per_min']:+.2f} MB/min: "
+                         + ("PASS" if result["ok"] else "FAIL"))
+    return table
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m stream.soak",
+                                description=__doc__.split("\n\n")[0].strip("`: "))
+    p.add_argument("--minutes", type=float, required=True, help="how long to run")
+    p.add_argument("--clip", default=str(SAMPLE), help="video played in a loop (default: sample)")
+    p.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--weights", help="generator weights (default file, else random)")
+    p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
+    p.add_argument("--no-outputs", action="store_true", help="no video, mask video and CSV")
+    p.add_argument("--keep-outputs", metavar="DIR", help="write the outputs here and keep them")
+    p.add_argument("--max-growth-mb", type=float, default=50.0,
+                   help="RSS growth after warm-up that fails the run")
+    p.add_argument("--json", metavar="PATH", help="write samples and verdict as JSON ('-': stdout)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the soak; see the module docstring."""
+    args = _parser().parse_args(argv)
+    console = Console(stderr=True)
+    try:
+        return _soak(args, console)
+    except (PipelineError, ValueError, OSError) as exc:  # EngineError, WeightsError included
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+
+
+def _soak(args, console: Console) -> int:
+    from stream.engine import build_engine, default_threads, resolve_device
+    from stream.pipeline import Pipeline
+    from stream.sinks import open_sinks
+
+    if args.minutes <= 0 or args.interval <= 0:
+        raise ValueError("--minutes and --interval must be positive")
+    device = resolve_device(args.device)
+    source = LoopingSource(args.clip)
+    threads = args.threads or (default_threads() if device.type == "cpu" else None)
+    engine = build_engine(device=device, weights=args.weights, threads=threads)
+    folder = None if args.no_outputs else Path(args.keep_outputs or tempfile.mkdtemp("soak"))
+    sinks = []
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        sinks = open_sinks(source.info, output=folder / "soak.mp4",
+                           mask_video=folder / "soak_masks.mkv", csv_path=folder / "soak.csv")
+    pipeline = Pipeline(source, engine, sinks=sinks)
+    console.print(f"soak: {args.clip} ({source.info.size_wh[0]}×{source.info.size_wh[1]}) in a "
+                  f"loop for {args.minutes:g} min on {engine.name}; RSS at start-up "
+                  f"{rss_mb():.1f} MB; a sample every {args.interval:g} s")
+    sampler = Sampler(pipeline, seconds=args.minutes * 60, interval=args.interval, device=device,
+                      console=console)
+    try:
+        summary = pipeline.run(progress=sampler)
+    finally:
+        if folder is not None and not args.keep_outputs:
+            shutil.rmtree(folder, ignore_errors=True)
+    sampler.take(pipeline.stats, time.perf_counter() - sampler.start)  # the end state
+    result = verdict(sampler.samples, args.max_growth_mb)
+    title = (f"Soak: {summary.frames_out} frames, {source.passes} loops of {Path(args.clip).name}"
+             f", {summary.wall_s / 60:.1f} min on {engine.name}")
+    console.print(report_table(sampler.samples, result, title=title))
+    if args.json:
+        blob = {"clip": str(args.clip), "minutes": args.minutes, "device": engine.name,
+                "outputs": folder is not None, "frames": summary.frames_out,
+                "loops": source.passes, "interrupted": summary.interrupted,
+                "samples": [asdict(s) for s in sampler.samples], "verdict": result}
+        text = json.dumps(blob, indent=2)
+        if args.json == "-":
+            print(text)
+        else:
+            Path(args.json).write_text(text + "\n")
+    if summary.interrupted:
+        return 130
+    return 0 if result.get("ok") is not False else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
