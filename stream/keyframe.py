@@ -72,8 +72,9 @@ class Keyframe(FlowSmoother):
         if self.net_ms is None:
             return 1
         budget = self.headroom * self.frame_ms - self.prop_ms
-        k = self.net_ms / budget if budget > 0 else math.inf
-        return int(min(max(math.ceil(k), 1), self.max_interval))
+        if budget <= 0:  # propagation alone eats the frame interval: space keyframes out fully
+            return self.max_interval
+        return int(min(max(math.ceil(self.net_ms / budget), 1), self.max_interval))
 
     def reset(self) -> None:
         """Forget the keyframe; the next frame is one (measured timings are kept)."""

@@ -171,6 +171,9 @@ def test_keyframe_interval_follows_the_network_time():
     capped = build_smoother("keyframe", fps=30, max_interval=3)
     run(capped, clip, net_ms=1000.0)
     assert capped.interval == 3
+    # even when propagation alone takes longer than a frame (an overloaded machine)
+    capped.prop_ms = 1000.0
+    assert capped.interval == 3
 
 
 def test_batches_give_the_same_result_as_single_frames():

@@ -203,3 +203,32 @@ def test_benchmark_user_errors_are_one_line(tmp_path, tiny_data, capsys, flags, 
     assert temporal_bench.main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error:") and message in err[0]
+
+
+@pytest.mark.timeout(240)
+def test_live_loop_speed_reports_every_mode(tmp_path):
+    # given a short real clip written by the generator
+    from stream import temporal_speed
+    from stream.synth import sweep, write_clip
+
+    still = synthetic_still((96, 96), seed=4)
+    clip = tmp_path / "clip.mp4"
+    write_clip(sweep(*still, size_wh=(96, 72), seconds=0.2), clip, None, fps=30)
+    out = tmp_path / "speed.json"
+    # when every mode plays it
+    argv = ["--video", str(clip), "--frames", "4", "--modes", "off,flow,keyframe,async"]
+    assert temporal_speed.main([*argv, "--json", str(out)]) == 0
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["rows"]}
+    # then each reports its speed; off runs the network on every frame, keyframe on fewer
+    assert list(rows) == ["off", "flow", "keyframe", "async"]
+    assert all(r["frames"] == 4 and r["fps"] > 0 and r["loop_cpu_ms"] > 0 for r in rows.values())
+    assert rows["off"]["network_share"] == 1.0 and rows["async"]["late"] is not None
+
+
+def test_live_loop_speed_errors(tmp_path, capsys):
+    from stream import temporal_speed
+
+    assert temporal_speed.main(["--video", str(tmp_path / "none.mp4")]) == 2
+    assert temporal_speed.main(["--modes", "median"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0].startswith("error: video not found") and "unknown mode" in err[1]
