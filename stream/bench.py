@@ -203,7 +203,8 @@ def _size_wh(text: str) -> tuple[int, int]:
 
 def build_parser() -> argparse.ArgumentParser:
     """Command-line flags."""
-    p = argparse.ArgumentParser(prog="python -m stream.bench", description=__doc__.split("\n\n")[0],
+    summary = __doc__.split("\n\n")[0].replace("``", "")
+    p = argparse.ArgumentParser(prog="python -m stream.bench", description=summary,
                                 epilog="Numbers of record: docs/benchmarks.md.")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--size", type=int, default=128, help="network input size S (multiple of 8)")
@@ -231,6 +232,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     if unknown:
         raise EngineError(f"unknown section(s) {', '.join(unknown)}; choose from "
                           f"{', '.join(SECTIONS)}")
+    for flag, value in (("--threads", args.threads), ("--clip-frames", args.clip_frames)):
+        if value is not None and value < 1:
+            raise EngineError(f"{flag} must be at least 1, got {value}")
     if args.size < 8 or args.size % 8:
         raise EngineError(f"--size must be a positive multiple of 8, got {args.size}")
     if args.json and not Path(args.json).resolve().parent.is_dir():

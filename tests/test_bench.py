@@ -53,6 +53,7 @@ def test_quick_cpu_run_writes_every_section(tmp_path):
     (["--device", "cpu", "--size", "100"], "multiple of 8"),
     (["--device", "cpu", "--only", "model,bogus"], "unknown section"),
     (["--device", "cpu", "--json", "/nonexistent/dir/out.json"], "does not exist"),
+    (["--device", "cpu", "--clip-frames", "0"], "at least 1"),
 ])
 def test_user_mistakes_are_one_error_line(args, message, capsys):
     import torch
