@@ -8,6 +8,7 @@ browser tests look for carry an ``elem_id``.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 
 import gradio as gr
@@ -26,14 +27,28 @@ CSS = "#live-readout {font-family: ui-monospace, monospace; font-size: 0.9em}"
 
 
 def user_errors(fn):
-    """Turn the errors a user can fix into a message in the page (``gr.Error``)."""
+    """Turn the errors a user can fix into a message in the page (``gr.Error``).
+
+    Generator functions stay generators, so that Gradio still streams what they yield.
+    """
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if inspect.isgeneratorfunction(target):
+
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (UploadError, PipelineError) as exc:
+                raise gr.Error(str(exc)) from None
+
+        return streaming
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except (UploadError, PipelineError) as exc:
-            raise gr.Error(str(exc), title="Cannot use this file") from None
+            raise gr.Error(str(exc)) from None
 
     return wrapper
 

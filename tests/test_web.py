@@ -191,3 +191,73 @@ def test_server_removes_its_files_when_stopped(tmp_path):
     # then neither its job folders nor the uploads and results in Gradio's cache are left
     assert list((tmp_path / "work").glob("slsnet-web-*")) == []
     assert [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()] == []
+
+
+@pytest.fixture(scope="module")
+def engine():
+    import torch
+
+    from stream.engine import build_engine
+
+    return build_engine(device=torch.device("cpu"), weights=None, threads=1)
+
+
+@pytest.mark.timeout(60)
+def test_each_session_keeps_its_own_smoother_while_sharing_the_engine(engine, clip):
+    from media import decode_video
+
+    from stream.web import Runtime, WebOptions
+    from stream.web_live import browser_frame
+
+    # given one runtime (one engine) and two browser sessions streaming the same frames
+    runtime = Runtime(engine, WebOptions())
+    frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for _, img in decode_video(clip.path)][:4]
+    try:
+        _, _, first = browser_frame(frames[0], None, "ema", 0.5, True, runtime=runtime)
+        _, text, second = browser_frame(frames[0], None, "ema", 0.3, False, runtime=runtime)
+        # when only the first session goes on
+        for rgb in frames[1:]:
+            out, _, first = browser_frame(rgb, first, "ema", 0.5, True, runtime=runtime)
+        # then each has its own smoother, counters and threshold; the engine's is unchanged
+        assert first.smoother is not second.smoother
+        assert first.stats.frames_in == 4 and second.stats.frames_in == 1
+        assert "threshold 0.30" in text and first.threshold == 0.5
+        assert runtime.engine.threshold == engine.threshold
+        assert out.shape == frames[0].shape
+        # and a new threshold rebuilds only that session's smoother, keeping its counters
+        _, _, changed = browser_frame(frames[0], first, "ema", 0.7, True, runtime=runtime)
+        assert changed.smoother is not first.smoother and changed.stats.frames_in == 5
+    finally:
+        runtime.close()
+
+
+@pytest.mark.timeout(120, func_only=True)
+def test_server_camera_tab_streams_the_capture_pipeline(engine, tmp_path):
+    from browser import free_port
+
+    from stream.web import WebOptions, serve
+
+    # given a server whose "camera" is a clip played at its own rate (no camera on this machine)
+    camera = write_clip(tmp_path / "camera.mp4", frames=250, size_wh=(160, 120), fps=25)
+    app, runtime = serve(engine, WebOptions(port=free_port(), camera=str(camera.path)),
+                         block=False)
+    try:
+        client = gradio_client.Client(f"http://127.0.0.1:{app.server_port}", verbose=False,
+                                      download_files=str(tmp_path / "dl"))
+        # when a viewer starts the Server camera tab
+        job = client.submit(api_name="/server_camera")
+        seen = []
+        for image, text in job:
+            seen.append((image, text))
+            if len(seen) == 3:
+                break
+        job.cancel()
+        client.close()
+        # then rendered camera frames and the pipeline's numbers arrive
+        assert all(cv2.imread(image).shape == (120, 160, 3) for image, _ in seen)
+        assert all("server camera" in text and "processed" in text for _, text in seen)
+    finally:
+        runtime.close()
+        app.close()
+    # and the pipeline (and so the camera) is stopped once the server closes
+    assert runtime.camera._thread is not None and not runtime.camera._thread.is_alive()
