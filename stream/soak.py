@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.table import Table
 
@@ -172,13 +173,17 @@ class Sampler:
 
 
 def verdict(samples: list[Sample], limit_mb: float) -> dict:
-    """RSS growth after the warm-up (the first sample) against ``limit_mb``, and its slope."""
+    """RSS growth after the warm-up (the first sample) against ``limit_mb``, and the RSS trend.
+
+    The slope (MB per minute, least squares over all samples) shows a slow leak that a short
+    run keeps under the limit.
+    """
     if len(samples) < 2:
         return {"ok": None, "reason": "fewer than two samples: run longer or sample more often"}
     base, rest = samples[0], samples[1:]
     growth = max(s.rss_mb for s in rest) - base.rss_mb
-    span_min = (rest[-1].t_s - base.t_s) / 60
-    slope = (rest[-1].rss_mb - base.rss_mb) / span_min if span_min > 0 else 0.0
+    minutes, rss = [s.t_s / 60 for s in samples], [s.rss_mb for s in samples]
+    slope = float(np.polyfit(minutes, rss, 1)[0]) if np.ptp(minutes) > 0 else 0.0
     return {"ok": growth <= limit_mb, "warmup_rss_mb": base.rss_mb, "max_rss_mb":
             max(s.rss_mb for s in samples), "growth_mb": growth, "limit_mb": limit_mb,
             "slope_mb_per_min": slope, "final_rss_mb": samples[-1].rss_mb}

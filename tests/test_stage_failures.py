@@ -6,8 +6,10 @@ The clip is longer than the source queue, so the capture thread is blocked on a 
 queue when the failure comes: the case where supervision's ``process_video`` deadlocks.
 """
 
+import ast
 import threading
 import time
+from pathlib import Path
 
 import cv2
 import pytest
@@ -65,6 +67,8 @@ def test_a_failure_in_any_stage_stops_everything_promptly(tmp_path, monkeypatch,
     # and everything stopped within a few seconds of the failure, the decoder included
     assert watch.seconds_until(returned) < 5.0
     assert source.join(0) and pipeline_threads() == []
+    if stage != "source":  # the decoder had filled its queue and was blocked on it, then stopped
+        assert FAIL_AT + 8 <= source.stats()["decoded"] < FRAMES
     summary = info.value.summary
     assert summary is not None and summary.frames_out <= FAIL_AT < FRAMES
     # and every output is closed and readable up to the frames written before the failure
@@ -104,3 +108,36 @@ def test_the_demo_process_ends_with_the_stage_named_and_outputs_marked_incomplet
                for w in run.warnings), run.stderr
     assert run.counts()[1] == 2
     assert playable_pts(tmp_path / "o.mp4") == list(clip.pts[:2])
+
+
+def blocking_calls_without_timeout(source: str) -> list[str]:
+    """Thread joins, waits and frame-queue gets in ``source`` that could block forever."""
+    tree = ast.parse(source)
+    threads = {ast.unparse(t) for node in ast.walk(tree) if isinstance(node, ast.Assign)
+               and isinstance(node.value, ast.Call) and ast.unparse(node.value.func)
+               in ("threading.Thread", "Thread") for t in node.targets}
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+            continue
+        receiver, name = ast.unparse(node.func.value), node.func.attr
+        has_timeout = bool(node.args) or any(k.arg == "timeout" for k in node.keywords)
+        thread = receiver in threads or "thread" in receiver.lower()
+        frame_queue = receiver.endswith(("queue", "_q")) and name == "get"
+        if not has_timeout and ((name == "join" and thread) or name == "wait"):
+            found.append(f"line {node.lineno}: {receiver}.{name}()")
+        if frame_queue and not any(k.arg == "timeout" for k in node.keywords):
+            found.append(f"line {node.lineno}: {receiver}.get() without a timeout")
+    return found
+
+
+def test_no_thread_join_wait_or_queue_get_in_the_stream_package_can_block_forever():
+    # the guard itself catches what it is for
+    assert blocking_calls_without_timeout("t = threading.Thread(target=f)\nt.join()\n")
+    assert blocking_calls_without_timeout("self._writer_q.get(self._stop)\n")
+    assert not blocking_calls_without_timeout("q.get(stop, timeout=0.1)\nt.join(5)\n")
+    # and the package has none
+    package = Path(__file__).resolve().parent.parent / "stream"
+    found = {p.name: blocking_calls_without_timeout(p.read_text())
+             for p in sorted(package.glob("*.py"))}
+    assert {name: calls for name, calls in found.items() if calls} == {}
