@@ -340,3 +340,57 @@ def test_async_keyframe_with_the_real_cpu_engine():
         smoother.close()
     assert all(f.mask.shape == (120, 160) and f.prob.shape == (S, S) for f in frames)
     assert frames[0].notes["keyframe"]
+
+
+class Keep:
+    """A sink that keeps the frames it is given (the smoother's notes and masks are on them)."""
+
+    name = "keep"
+
+    def __init__(self):
+        self.frames = []
+
+    def open(self, info):
+        pass
+
+    def write(self, frame):
+        self.frames.append(frame)
+
+    def close(self):
+        pass
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("threaded", [False, True])
+def test_keyframe_smoother_in_the_pipeline(tmp_path, threaded):
+    # given a generated sweep written to an H.264 file, and the CPU engine (random weights)
+    from stream.engine import build_engine
+    from stream.pipeline import Pipeline
+    from stream.sources import open_source
+    from stream.synth import write_clip
+
+    still = synthetic_still((128, 128), seed=13)
+    path = tmp_path / "sweep.mp4"
+    write_clip(sweep(*still, motion="slow_pan", size_wh=(96, 72), seconds=0.4), path, None, fps=30)
+    engine = build_engine(device=torch.device("cpu"), weights=None)
+    options = {"engine": engine} if threaded else {"interval": 3}
+    smoother = build_smoother("keyframe", size=engine.size, threshold=engine.threshold, **options)
+    keep = Keep()
+    source = open_source(str(path))
+    # when the pipeline runs it in batches of two
+    try:
+        summary = Pipeline(source, engine, sinks=[keep], smoother=smoother, batch=2).run(
+            handle_sigint=False
+        )
+    finally:
+        if threaded:
+            smoother.close()
+    # then every frame has a mask of its own size and says how it got it
+    assert summary.frames_out == len(keep.frames) == 12
+    assert all(f.mask.shape == (72, 96) and f.notes["smooth"] == "keyframe" for f in keep.frames)
+    keys = [f.notes["keyframe"] for f in keep.frames]
+    if not threaded:
+        assert keys == [i % 3 == 0 for i in range(12)]
+        assert all(("infer" in f.timings) == k for f, k in zip(keep.frames, keys, strict=True))
+    else:
+        assert keys[0] and not any("infer" in f.timings for f in keep.frames)
