@@ -44,6 +44,13 @@ pytestmark = [
 pytest.importorskip("selenium")
 
 TINT_RED_GAIN = 12  # the lesion tint raises red by ~20 (skin) to ~50 (lesion) levels
+MEASURED: dict[str, float] = {}  # server CPU time and frame count when streaming started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @pytest.fixture(scope="module")
@@ -165,6 +172,7 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
     wait_for(page, lambda d: re.search(r"frame (\d+)", readout(d)), timeout=45,
              what="the first returned frame")
     first = int(re.search(r"frame (\d+)", readout(page)).group(1))
+    MEASURED.update(cpu=cpu_seconds(server.proc.pid), frame=first)
     wait_for(page, lambda d: int(re.search(r"frame (\d+)", readout(d)).group(1)) >= first + 3,
              timeout=45, what="three more frames")
     text = readout(page)
@@ -176,7 +184,6 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
     assert low > 0.01, low
     element = page.find_element("css selector", "#live-output img")
     assert element.get_property("naturalWidth") == 320
-    page.save_screenshot(str(shots / "web_live.png"))
 
 
 @pytest.mark.timeout(90, func_only=True)
@@ -194,7 +201,16 @@ def test_live_threshold_applies_to_the_next_frames(page, server, clip, shots):
     # and the page measured the round trip (numbers for docs/benchmarks.md)
     numbers = round_trip(page.execute_script("return window.__live"), clip)
     assert numbers["frames"] >= 3 and numbers["fps"] > 0
+    served = int(re.search(r"frame (\d+)", readout(page)).group(1)) - MEASURED["frame"]
+    numbers["server_cpu_s_per_frame"] = (cpu_seconds(server.proc.pid) - MEASURED["cpu"]) / served
+    numbers["load_average"] = os.getloadavg()[0]
     (shots / "live_round_trip.json").write_text(json.dumps(numbers, indent=1))
+    # the README's picture: default threshold, HUD on
+    page.find_element("css selector", "#live-hud input").click()
+    set_number(page, "#live-threshold", 0.5)
+    wait_for(page, lambda d: "threshold 0.50" in readout(d), timeout=45, what="threshold 0.50")
+    next_frame_after(page, server, clip, page.execute_script("return performance.now()"))
+    page.save_screenshot(str(shots / "web_live.png"))
     page.find_element("css selector", "#live-camera button[aria-label='capture photo']").click()
 
 
