@@ -31,6 +31,7 @@ from stream.stats import PipelineStats, Summary
 
 POLL_S = 0.1  # how often blocked threads look at the stop events
 JOIN_S = 5.0  # how long a thread may take to end once stopped
+HUD_REFRESH_S = 0.1  # how often the HUD's numbers are recomputed
 
 
 class StageError(PipelineError):
@@ -88,6 +89,7 @@ class Pipeline:
         self._writer_q = FrameQueue(max(writer_queue, batch), "lossless", name="writer queue")
         self._display_q = FrameQueue(1, "latest", name="display queue")
         self.interrupted = False
+        self._snapshot, self._snapshot_t = None, 0.0
         self._threads: list[threading.Thread] = []
         self._fault = fault_from_env()  # SLSNET_FAIL_STAGE: a failure the tests inject
         if self._fault is not None and self._fault.stage == "source":
@@ -169,11 +171,18 @@ class Pipeline:
         for frame in frames:
             self._stage("smoothing", self.smoother, frame)
             status = getattr(self.source, "status", None)
-            self._stage("render", self.renderer, frame, self.stats.snapshot(), status=status)
+            self._stage("render", self.renderer, frame, self._hud_snapshot(), status=status)
             self.stats.processed_frame(frame.timings, frame.capture_time)
             self._writer_q.put(frame, self._stop)
             if self.window is not None:
                 self._display_q.put(frame, self._stop)
+
+    def _hud_snapshot(self):
+        # percentiles for the HUD at most ten times a second: readable, and cheap at GPU rates
+        now = time.perf_counter()
+        if self._snapshot is None or now - self._snapshot_t >= HUD_REFRESH_S:
+            self._snapshot, self._snapshot_t = self.stats.snapshot(), now
+        return self._snapshot
 
     def _process_loop(self) -> None:
         count = 0
