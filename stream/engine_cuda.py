@@ -37,8 +37,9 @@ import torch
 from slsnet.generator import Generator
 from stream.engine import EngineError
 from stream.frame import Frame
-from stream.gpu_kernels import build_kernels, input_taps, output_taps
+from stream.gpu_kernels import CupyKernels, TorchKernels, input_taps, output_taps
 
+Kernels = CupyKernels | TorchKernels
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 _EVENTS = ("up0", "up1", "comp0", "comp1", "down0", "down1")
 
@@ -49,6 +50,22 @@ def resolve_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose auto, {', '.join(PRECISIONS)}")
     return precision
+
+
+def build_kernels(device: torch.device, kind: str = "auto") -> tuple[Kernels, str]:
+    """The kernels for the CUDA engine, and a note when it had to fall back.
+
+    Args:
+        kind: "cupy" (an error without CuPy), "torch", or "auto" (CuPy when importable).
+    """
+    if kind == "torch":
+        return TorchKernels(device), ""
+    try:
+        return CupyKernels(device), ""
+    except ImportError:
+        if kind == "cupy":
+            raise EngineError("CuPy is not installed: pip install 'slsnet-live[gpu]'") from None
+        return TorchKernels(device), "CuPy not installed: torch pre/postprocessing (slower)"
 
 
 def chunks(frames: list[Frame], batch: int) -> list[list[Frame]]:

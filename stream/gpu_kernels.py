@@ -396,22 +396,3 @@ class CupyKernels:
                 cp.float32(threshold), mask)
         with cp.cuda.Device(self._device_id), self._stream(stream):
             self._mask(grid, (256,), args)
-
-
-Kernels = CupyKernels | TorchKernels
-
-
-def build_kernels(device: torch.device, kind: str = "auto") -> tuple[Kernels, str]:
-    """The kernels for the CUDA engine, and a note when it had to fall back.
-
-    Args:
-        kind: "cupy" (an error without CuPy), "torch", or "auto" (CuPy when importable).
-    """
-    if kind == "torch":
-        return TorchKernels(device), ""
-    try:
-        return CupyKernels(device), ""
-    except ImportError:
-        if kind == "cupy":
-            raise RuntimeError("CuPy is not installed: pip install 'slsnet-live[gpu]'") from None
-        return TorchKernels(device), "CuPy not installed: torch pre/postprocessing (slower)"
