@@ -248,8 +248,8 @@ def _report_losses(source, sinks, console: Console, *, warned: int, cut_short: b
                       "skipped (damaged data); every readable frame was processed")
     if cut_short:
         for sink in sinks:
-            console.print(f"[yellow]warning:[/] {sink.path} is incomplete: it holds the first "
-                          f"{sink.written} frames only")
+            console.print(f"[yellow]warning:[/] {sink.path} is incomplete: the first "
+                          f"{sink.written} frames were written to it")
 
 
 def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
