@@ -30,11 +30,9 @@ from reliability import (
     can_mount,
     csv_rows,
     demo_env,
-    finish,
     playable_pts,
     run_cli,
     small_fs,
-    start_demo,
 )
 
 from slsnet import build_generator
@@ -164,16 +162,6 @@ def test_debug_shows_the_traceback_behind_the_error_line(tmp_path):
     assert run.rc == 1
     assert run.has_traceback and "SourceError" in run.stderr
     assert run.error_lines == [f"error: video file not found: {tmp_path / 'nope.mp4'}"]
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(240)
-def test_the_real_demo_process_prints_one_line_and_exits_1(tmp_path):
-    run = finish(start_demo("--video", tmp_path / "nope.mp4"), timeout=200)
-    assert run.rc == 1
-    last = run.stderr.strip().splitlines()[-1]
-    assert last == f"error: video file not found: {tmp_path / 'nope.mp4'}"
-    assert not run.has_traceback
 
 
 # ---- outputs ------------------------------------------------------------------------------------

@@ -22,10 +22,9 @@ from slsnet.export import save_generator
 SIZE_WH = (96, 64)
 
 CLIPS = {
-    "cfr": dict(frames=6),
+    "cfr-aac-audio": dict(frames=6, audio=True),
     "vfr": dict(pts=vfr_pts(7)),
     "b-frames": dict(frames=8, bframes=2),
-    "aac-audio": dict(frames=6, audio=True),
     "mpegts-adts-audio-b-frames": dict(frames=6, audio=True, bframes=2,
                                        container_format="mpegts"),
     "odd-size-ffv1": dict(frames=5, size_wh=(97, 63), codec="ffv1"),

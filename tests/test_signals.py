@@ -75,7 +75,7 @@ def test_ctrl_c_on_a_file_finishes_the_frame_closes_every_output_and_exits_130(t
     assert len(probe(out["mask_video"]).video_pts) == frames_out
     assert csv_rows(out["csv"]) == frames_out
     assert len(list(out["masks"].glob("frame_*.png"))) == frames_out
-    assert f"{out['video']} is incomplete: it holds the first {frames_out} frames" in run.stderr
+    assert f"{out['video']} is incomplete: the first {frames_out} frames were" in run.stderr
 
 
 @pytest.mark.slow

@@ -51,7 +51,7 @@ def test_verdict_compares_growth_after_warm_up_with_the_limit():
 def test_a_short_soak_reports_samples_and_a_verdict(tmp_path, capsys):
     clip = write_clip(tmp_path / "c.mp4", frames=4, size_wh=(96, 64))
     out = tmp_path / "soak.json"
-    rc = main(["--minutes", "0.25", "--interval", "4", "--clip", str(clip.path),
+    rc = main(["--minutes", "0.15", "--interval", "3", "--clip", str(clip.path),
                "--json", str(out), "--threads", "1"])
     report = json.loads(out.read_text())
     assert rc == (0 if report["verdict"]["ok"] else 1)

@@ -104,7 +104,7 @@ def test_the_demo_process_ends_with_the_stage_named_and_outputs_marked_incomplet
     assert run.rc == 1, run.stderr
     assert run.error_lines == [f"error: engine failed: injected failure ({FAIL_ENV}=engine@2)"]
     assert not run.has_traceback
-    assert any(f"{tmp_path / 'o.mp4'} is incomplete: it holds the first 2 frames" in w
+    assert any(f"{tmp_path / 'o.mp4'} is incomplete: the first 2 frames were" in w
                for w in run.warnings), run.stderr
     assert run.counts()[1] == 2
     assert playable_pts(tmp_path / "o.mp4") == list(clip.pts[:2])
