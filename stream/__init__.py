@@ -1,1 +1,4 @@
-"""Real-time SLSNet segmentation of dermatoscope video: source → preprocess → engine → smoothing → render → sinks."""
+"""Real-time SLSNet segmentation of dermatoscope video.
+
+source → preprocess → engine → smoothing → render → sinks, wired by ``stream.pipeline``.
+"""
