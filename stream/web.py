@@ -10,7 +10,6 @@ and :mod:`stream.web_files` (uploads).
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 from dataclasses import dataclass
@@ -19,8 +18,6 @@ from stream.engine import UNTRAINED_WARNING, Engine
 from stream.frame import Frame
 from stream.web_files import JobDirs
 from stream.web_live import ServerCamera
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -169,7 +166,8 @@ def run_web(args, *, console) -> int:
         ("--mask-video", args.mask_video), ("--csv", args.csv), ("--max-frames", args.max_frames),
         ("--realtime", args.realtime), ("--no-display", args.no_display)) if value]
     if single_run:
-        raise ValueError(f"{', '.join(single_run)} do(es) not apply to --gradio: upload a "
+        verb = "does" if len(single_run) == 1 else "do"
+        raise ValueError(f"{', '.join(single_run)} {verb} not apply to --gradio: upload a "
                          "recording in the page's Video tab instead")
     device = resolve_device(args.device)
     threads = args.threads or (default_threads() if device.type == "cpu" else None)

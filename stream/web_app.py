@@ -9,15 +9,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 
 import gradio as gr
 
 from stream.errors import PipelineError
 from stream.smoothing import MODES
 from stream.web_files import UploadError
-
-log = logging.getLogger(__name__)
 
 # Gradio deletes its cached uploads and results every CACHE_SWEEP_S seconds once they are older
 # than CACHE_AGE_S, and everything when the server stops: live frames alone would fill the disk.

@@ -193,6 +193,21 @@ def test_server_removes_its_files_when_stopped(tmp_path):
     assert [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()] == []
 
 
+@pytest.mark.timeout(120)
+def test_single_run_flags_with_gradio_are_one_error_line(tmp_path):
+    # given --gradio together with a flag of the single-file mode
+    cmd = [sys.executable, str(REPO / "demo.py"), "--gradio", "--video", "clip.mp4",
+           "--csv", "out.csv"]
+    # when it starts
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=110)
+    # then it says so in one line and exits non-zero, without a traceback or a server
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "error: --video, --csv do not apply to --gradio: upload a recording in the page's "
+        "Video tab instead")
+    assert "Traceback" not in done.stderr and "Running on" not in done.stdout
+
+
 @pytest.fixture(scope="module")
 def engine():
     import torch
