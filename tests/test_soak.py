@@ -36,6 +36,7 @@ def sample(t: float, rss: float) -> Sample:
     return Sample(t, int(t), 1.0, 10.0, 20.0, rss, None, 0)
 
 
+@pytest.mark.timeout(60)
 def test_verdict_compares_growth_after_warm_up_with_the_limit():
     flat = [sample(30, 300), sample(60, 320), sample(90, 310)]
     assert verdict(flat, 50)["ok"] is True

@@ -131,6 +131,7 @@ def blocking_calls_without_timeout(source: str) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(60)
 def test_no_thread_join_wait_or_queue_get_in_the_stream_package_can_block_forever():
     # the guard itself catches what it is for
     assert blocking_calls_without_timeout("t = threading.Thread(target=f)\nt.join()\n")
