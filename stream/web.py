@@ -10,9 +10,13 @@ and :mod:`stream.web_files` (uploads).
 
 from __future__ import annotations
 
+import os
+import shutil
 import signal
+import tempfile
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from stream.engine import UNTRAINED_WARNING, Engine
 from stream.frame import Frame
@@ -76,6 +80,7 @@ class Runtime:
         self.engine = engine
         self.options = options
         self.jobs = JobDirs()
+        self.cache: Path | None = None  # Gradio's cache folder, once serve() has made it
         self.camera = ServerCamera(self, options.camera) if options.camera is not None else None
         self._lock = threading.Lock()  # the engine (and a CUDA graph's buffers) is not reentrant
         self.weights_note = (
@@ -101,10 +106,12 @@ class Runtime:
             smoother(frame)
 
     def close(self) -> None:
-        """Stop the server camera and remove every job folder."""
+        """Stop the server camera and remove every job folder and Gradio's cache."""
         if self.camera is not None:
             self.camera.close()
         self.jobs.close()
+        if self.cache is not None:
+            shutil.rmtree(self.cache, ignore_errors=True)
 
 
 def serve(engine: Engine, options: WebOptions, *, block: bool = True):
@@ -118,6 +125,13 @@ def serve(engine: Engine, options: WebOptions, *, block: bool = True):
     from stream.web_app import CSS, build_app
 
     runtime = Runtime(engine, options)
+    # Gradio keeps uploads, results and live frames in GRADIO_TEMP_DIR (read when components
+    # are built and when the server starts): a private folder per process, removed on exit,
+    # leaves nothing behind, not even the temp files of uploads Gradio refused half-way.
+    parent = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
+    Path(parent).mkdir(parents=True, exist_ok=True)
+    runtime.cache = Path(tempfile.mkdtemp(prefix="slsnet-web-cache-", dir=parent))
+    os.environ["GRADIO_TEMP_DIR"] = str(runtime.cache)
     app = build_app(runtime)
     app.queue(default_concurrency_limit=options.concurrency)
     if block and threading.current_thread() is threading.main_thread():

@@ -41,7 +41,7 @@ class LiveSession:
         self.mode, self.threshold = mode, threshold
         self.smoother = build_smoother(mode, size=size, threshold=threshold, fps=fps)
         self.renderer = Renderer(device=device, untrained=untrained)
-        self.stats = PipelineStats(window=60)
+        self.stats = PipelineStats(window=60, history=600)  # a tab may stream for hours
         self.index = 0  # index of the next frame in this session
         self.last_arrival: float | None = None
         self.size_wh: tuple[int, int] | None = None
