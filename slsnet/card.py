@@ -108,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, help="training run folder (with best.pt)")
     parser.add_argument("--data", required=True, help="validation folder (images/ + masks/)")
     parser.add_argument("--out", default="weights/slsnet_isic2017.pt")
+    parser.add_argument("--note", action="append", default=[], help="a remark for the card")
     args = parser.parse_args(argv)
 
     import torch
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     masks = [read_mask(p.mask) for p in pairs]
     val = evaluate_arrays(generator, small, masks, device=torch.device("cpu")).mean()
     card = build_card(run, data, out, generator, val, len(pairs))
+    card["notes"] = args.note
     save_generator(generator, out, meta={"epoch": card["training"]["best_epoch"], "val": val})
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")
     print(json.dumps(card["evaluation"]["metrics"], indent=2))

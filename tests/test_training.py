@@ -213,3 +213,21 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     (phase,) = card["training"]["commands"]
     assert phase["from_epoch"] == 0
     assert phase["command"].startswith("python -m slsnet.train --data")
+
+
+def test_shipped_weights_load_and_match_their_card():
+    weights = Path(__file__).resolve().parents[1] / "weights" / "slsnet_isic2017.pt"
+    if not weights.is_file():
+        pytest.skip("no shipped weights in this checkout")
+    gen = load_generator(weights)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert SLSNetConfig.from_dict(card["config"]) == gen.config
+    assert card["parameters"] == sum(p.numel() for p in gen.parameters())
+    assert 0.0 < card["evaluation"]["metrics"]["jsc"] <= 1.0
+    # the weights really segment: a dark disc on light skin is found, the skin is not
+    image = np.full((128, 128, 3), (205, 170, 150), np.uint8)
+    cv2.circle(image, (64, 64), 30, (90, 60, 50), -1)
+    from slsnet.inference import predict_probs
+
+    prob = predict_probs(gen, [image], device=torch.device("cpu"))[0]
+    assert prob[64, 64] > 0.5 > prob[5, 5]
