@@ -21,7 +21,7 @@ from stream.smoothing import build_smoother
 from stream.stats import E2E, PipelineStats, Snapshot
 
 BROWSER_TIME_BASE = Fraction(1, 1000)  # browser frames carry no PTS; sinks would use ms
-IDLE_RESET_S = 2.0  # a pause longer than this (stream stopped and restarted) is a cut
+IDLE_RESET_S = 10.0  # a pause this long (stream stopped, restarted later) is a cut
 
 
 class LiveSession:
