@@ -151,6 +151,11 @@ def test_window_shows_the_overlay_and_hud_under_xvfb(xvfb, tmp_path, lesion_ever
 
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(shutil.which("xdotool") is None, reason="needs xdotool to press keys")
+@pytest.mark.xfail(
+    strict=False,
+    reason="known issue (issue 4 note): once in a clean-clone CI run the demo played the whole "
+    "clip without the overlay being seen in a screenshot; timing-sensitive",
+)
 def test_keys_save_a_snapshot_and_quit(xvfb, tmp_path, lesion_everywhere):
     clip = write_clip(tmp_path / "in.mp4", frames=300, size_wh=(320, 240))
     demo = start_demo(xvfb, clip.path, lesion_everywhere, tmp_path)
