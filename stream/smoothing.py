@@ -29,6 +29,7 @@ from stream.postprocess import prob_to_mask
 
 MODES = ("off", "ema", "flow", "keyframe")
 DEFAULT_MODE = "flow"  # chosen on the temporal benchmark (docs/benchmarks.md)
+FLOW_DEFAULTS = {"history": 0.9, "floor": 0.7, "hysteresis": 0.1}  # flow and keyframe
 MAX_GAP = 8  # a jump of more frames than this (a seek) is a cut
 EPS = 1e-6
 
@@ -158,16 +159,29 @@ class FlowSmoother(Ema):
         size: S, the network's input side (flow is computed on S×S stretched thumbnails).
         preset: DIS optical flow preset.
         cut_residual: mean grey residual after warping above which the frame is a cut.
-        **options: passed to :class:`Ema`.
+        sigma: warp residual (grey levels) at which the history's weight falls to 1/e: pixels
+            the flow cannot explain (occlusion, new skin) take the new value.
+        **options: passed to :class:`Ema`; ``history``, ``floor`` and ``hysteresis`` default to
+            ``FLOW_DEFAULTS`` (a longer memory than ``ema``'s, which would trail on motion).
     """
 
     mode = "flow"
 
     def __init__(
-        self, *, size: int = 128, preset: str = "ultrafast", cut_residual: float = 12.0, **options
+        self,
+        *,
+        size: int = 128,
+        preset: str = "ultrafast",
+        cut_residual: float = 12.0,
+        sigma: float = 30.0,
+        **options,
     ):
+        # Motion no longer argues against a long memory once the history moves with the scene:
+        # these defaults were chosen on the temporal benchmark (docs/benchmarks.md).
+        for key, value in FLOW_DEFAULTS.items():
+            options.setdefault(key, value)
         super().__init__(**options)
-        self.tracker = FlowTracker(size, preset=preset, cut_residual=cut_residual, sigma=10.0)
+        self.tracker = FlowTracker(size, preset=preset, cut_residual=cut_residual, sigma=sigma)
         # Frame index → (its motion or None, whether it broke with the history, ms it took).
         # The pipeline may ask wants_inference of a whole batch before it smooths each frame.
         self.motions: dict[int, tuple[Motion | None, bool, float]] = {}
@@ -236,7 +250,7 @@ def build_smoother(mode: str = "off", **options) -> Identity:
     if mode == "off":
         return Identity()
     ema_keys = {"history", "floor", "threshold", "hysteresis", "cut_change"}
-    flow_keys = ema_keys | {"size", "preset", "cut_residual"}
+    flow_keys = ema_keys | {"size", "preset", "cut_residual", "sigma"}
     keys = {
         "ema": ema_keys,
         "flow": flow_keys,
