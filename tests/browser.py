@@ -95,14 +95,15 @@ class CameraClip:
 
 
 def sweep_frames(*, size_wh=(320, 240), fps: int = 15, seconds: float = 6.0,
-                 stamp: bool = True) -> list[np.ndarray]:
+                 stamp: bool = True, motion: str = "sweep") -> list[np.ndarray]:
     """A :func:`stream.synth.sweep` over an ISIC lesion, each frame stamped with its index."""
     from stream.synth import sweep
 
     image, mask = isic_pair(0)
     rgb = cv2.cvtColor(cv2.imread(str(image)), cv2.COLOR_BGR2RGB)
     truth = cv2.imread(str(mask), cv2.IMREAD_GRAYSCALE)
-    frames = [f for f, _ in sweep(rgb, truth, size_wh=size_wh, fps=fps, seconds=seconds)]
+    frames = [f for f, _ in sweep(rgb, truth, motion=motion, size_wh=size_wh, fps=fps,
+                                  seconds=seconds)]
     return [stamp_index(f, i) for i, f in enumerate(frames)] if stamp else frames
 
 
