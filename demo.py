@@ -13,6 +13,9 @@ All flags: ``python demo.py --help``. The parser and the wiring live in :mod:`st
 
 import sys
 
+from stream import interrupts
+
+interrupts.watch()  # before torch: a Ctrl-C while it imports is not lost
 try:
     from stream.cli import main
 except KeyboardInterrupt:  # Ctrl-C during the seconds that importing torch takes

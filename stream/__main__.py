@@ -2,6 +2,9 @@
 
 import sys
 
+from stream import interrupts
+
+interrupts.watch()  # before torch: a Ctrl-C while it imports is not lost
 try:
     from stream.cli import main
 except KeyboardInterrupt:  # Ctrl-C during the seconds that importing torch takes

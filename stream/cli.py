@@ -21,6 +21,7 @@ from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from stream import interrupts
 from stream.engine import (
     DEFAULT_WEIGHTS,
     DEVICES,
@@ -167,6 +168,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
     from stream.sinks import open_sinks
     from stream.sources import open_source
 
+    interrupts.check()  # a Ctrl-C that an import swallowed
     console = console or Console(stderr=True)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
@@ -201,6 +203,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         for sink in sinks:
             for note in getattr(sink, "warnings", []):
                 console.print(f"[yellow]warning:[/] {note}")
+        interrupts.check()  # pressed while the engine was built: nothing written yet
     except BaseException:
         source.close()
         for sink in sinks:
