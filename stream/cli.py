@@ -33,7 +33,7 @@ from stream.engine import (
     resolve_device,
 )
 from stream.errors import PipelineError
-from stream.smoothing import MODES, build_smoother
+from stream.smoothing import CHOICES, DEFAULT_MODE, build_smoother
 from stream.stats import PipelineStats, Summary
 
 SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
@@ -103,8 +103,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     run.add_argument("--realtime", action="store_true",
                      help="play a file at its own frame rate, dropping frames like a camera "
                      "when processing falls behind")
-    run.add_argument("--smooth", choices=MODES, default="off",
-                     help="temporal smoothing of the masks between frames")
+    run.add_argument("--smooth", choices=CHOICES, default=DEFAULT_MODE,
+                     help="temporal smoothing of the masks between frames; auto: keyframe for a "
+                     "camera on the CPU (network on keyframes, optical flow between them, so the "
+                     "view keeps the camera's rate), flow otherwise (every frame through the "
+                     "network, blended with the previous mask moved along optical flow)")
     run.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     web = parser.add_argument_group("web demo (python demo.py --gradio)")
     web.add_argument("--gradio", action="store_true",
@@ -184,6 +187,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
     window = _pick_window(args, console, has_outputs)
     source = open_source(spec, realtime=args.realtime)
     sinks: list = []
+    smoother = None
     try:
         for note in getattr(source, "warnings", []):
             console.print(f"[yellow]warning:[/] {note}")
@@ -195,9 +199,13 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
             console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
                                 "network has random weights and its masks are meaningless.",
                                 style="bold red"))
-        # every mode takes the options it knows and ignores the rest
-        smoother = build_smoother(args.smooth, size=engine.size, threshold=engine.threshold,
-                                  fps=source.info.fps)
+        # every mode takes the options it knows and ignores the rest; given the engine, a live
+        # source's keyframes run on their own thread (files stay deterministic); a file played
+        # in real time drops frames like a camera, so it counts as live here
+        live = source.info.live or args.realtime
+        smoother = build_smoother(args.smooth, live=live, cpu=engine.device.type == "cpu",
+                                  size=engine.size, threshold=engine.threshold,
+                                  fps=source.info.fps, engine=engine if live else None)
         sinks = open_sinks(source.info, output=args.output, mask_dir=args.mask_dir,
                            mask_video=args.mask_video, csv_path=args.csv)
         for sink in sinks:
@@ -206,6 +214,8 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         interrupts.check()  # pressed while the engine was built: nothing written yet
     except BaseException:
         source.close()
+        if smoother is not None:
+            smoother.close()
         for sink in sinks:
             sink.discard()
         raise
@@ -214,7 +224,8 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
                         renderer=renderer, batch=args.batch, max_frames=args.max_frames)
     console.print(f"{source.info.name}: {source.info.size_wh[0]}×{source.info.size_wh[1]} at "
                   f"{source.info.fps:.2f} fps → {engine.name}"
-                  + (f", smoothing {args.smooth}" if args.smooth != "off" else ""))
+                  + f", smoothing {smoother.mode}"
+                  + (f" ({args.smooth})" if args.smooth != smoother.mode else ""))
     total = source.info.frame_count
     if args.max_frames is not None and total is not None:
         total = min(total, args.max_frames)

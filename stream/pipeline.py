@@ -334,6 +334,10 @@ class Pipeline:
             thread.join(max(0.1, deadline - time.monotonic()))
             if thread.is_alive():
                 self._fail(thread.name, TimeoutError(f"thread did not stop within {JOIN_S:.0f} s"))
+        try:
+            self.smoother.close()  # e.g. the keyframe network's worker thread
+        except Exception as exc:
+            self._fail("smoothing", exc)
         for sink in self.sinks:
             try:
                 sink.close()

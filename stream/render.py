@@ -59,15 +59,27 @@ def _ms(value: float) -> str:
     return "-" if math.isnan(value) else (f"{value:.0f}" if value >= 10 else f"{value:.1f}")
 
 
-def hud_lines(snapshot: Snapshot, *, device: str, untrained: bool,
-              status: str | None = None) -> list[tuple[str, tuple[int, int, int]]]:
-    """The HUD's text, line by line, each with its colour (BGR)."""
+def smoothing_text(notes: dict) -> str:
+    """What the smoothing stage did to a frame, from its notes: "smoothing keyframe every 6"."""
+    mode = notes.get("smooth")
+    if mode is None:
+        return ""
+    text = f"smoothing {mode}"
+    if "keyframe_interval" in notes:
+        text += f" every {notes['keyframe_interval']}"
+    return text
+
+
+def hud_lines(snapshot: Snapshot, *, device: str, untrained: bool, status: str | None = None,
+              notes: dict | None = None) -> list[tuple[str, tuple[int, int, int]]]:
+    """The HUD's text, line by line, each with its colour (BGR); ``notes`` are the frame's."""
     lines: list[tuple[str, tuple[int, int, int]]] = []
     if untrained:
         lines.append(("UNTRAINED WEIGHTS - masks are meaningless", WARN_BGR))
     if status:
         lines.append((status, WARN_BGR))
-    lines.append((f"device {device}", TEXT_BGR))
+    smoothing = smoothing_text(notes or {})
+    lines.append((f"device {device}" + (f"  {smoothing}" if smoothing else ""), TEXT_BGR))
     lines.append((f"capture {snapshot.capture_fps:.1f} fps  processed {snapshot.processed_fps:.1f}"
                   f" fps  dropped {snapshot.dropped}", TEXT_BGR))
     e2e = snapshot.latency.get(E2E)
@@ -134,7 +146,7 @@ class Renderer:
             out = frame.image.copy()
         if self.show_hud and snapshot is not None:
             draw_hud(out, hud_lines(snapshot, device=self.device, untrained=self.untrained,
-                                    status=status))
+                                    status=status, notes=frame.notes))
         elif self.untrained:  # even without the HUD, random weights are never shown silently
             draw_hud(out, [("UNTRAINED WEIGHTS", WARN_BGR)])
         return out

@@ -28,7 +28,8 @@ from stream.frame import Frame
 from stream.postprocess import prob_to_mask
 
 MODES = ("off", "ema", "flow", "keyframe")
-DEFAULT_MODE = "flow"  # chosen on the temporal benchmark (docs/benchmarks.md)
+CHOICES = ("auto", *MODES)  # what a user may ask for
+DEFAULT_MODE = "auto"  # chosen on the temporal benchmark (docs/benchmarks.md), see resolve_mode
 FLOW_DEFAULTS = {"history": 0.9, "floor": 0.7, "hysteresis": 0.1}  # flow and keyframe
 MAX_GAP = 8  # a jump of more frames than this (a seek) is a cut
 EPS = 1e-6
@@ -62,6 +63,9 @@ class Identity:
 
     def reset(self) -> None:
         """Nothing to forget."""
+
+    def close(self) -> None:
+        """Release threads or other resources (none here; see ``AsyncKeyframe``)."""
 
 
 class Ema(Identity):
@@ -234,19 +238,42 @@ class FlowSmoother(Ema):
         frame.timings["smooth"] = track_ms + (time.perf_counter() - t0) * 1e3
 
 
-def build_smoother(mode: str = "off", **options) -> Identity:
+def resolve_mode(mode: str, *, live: bool, cpu: bool) -> str:
+    """The mode ``auto`` stands for; any other mode as it is.
+
+    On the temporal benchmark (docs/benchmarks.md) ``flow`` removes most of the excess flicker
+    at no cost in accuracy, so it is the default wherever every frame goes through the network:
+    files, and live sources on a GPU. On a CPU the network (~7–14 FPS) cannot keep up with a
+    live 30 FPS source, and ``keyframe`` (network on keyframes, flow in between, the interval
+    following the measured network time) shows every frame at ≤ 0.002 JSC cost.
+
+    Args:
+        mode: one of ``CHOICES``.
+        live: the source is a camera (or a file played in real time): frames may not wait.
+        cpu: the network runs on the CPU.
+    """
+    if mode not in CHOICES:
+        raise ValueError(f"unknown smoothing mode {mode!r}; choose from {', '.join(CHOICES)}")
+    if mode != "auto":
+        return mode
+    return "keyframe" if live and cpu else "flow"
+
+
+def build_smoother(mode: str = "off", *, live: bool = False, cpu: bool = True,
+                   **options) -> Identity:
     """The smoother for ``--smooth MODE``.
 
     Args:
-        mode: one of ``MODES``.
+        mode: one of ``CHOICES`` (``auto`` is resolved by :func:`resolve_mode`).
+        live: the source is live (for ``auto``).
+        cpu: the network runs on the CPU (for ``auto``).
         **options: keyword options of the mode's class (e.g. ``size``, ``threshold``,
             ``interval`` and ``fps`` for ``keyframe``); options another mode does not take are
             ignored, so a caller may pass the same set for every mode. ``engine`` makes
             ``keyframe`` run the network on its own thread beside the pipeline
             (:class:`stream.keyframe.AsyncKeyframe`).
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown smoothing mode {mode!r}; choose from {', '.join(MODES)}")
+    mode = resolve_mode(mode, live=live, cpu=cpu)
     if mode == "off":
         return Identity()
     ema_keys = {"history", "floor", "threshold", "hysteresis", "cut_change"}

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from stream.engine import UNTRAINED_WARNING, Engine
 from stream.frame import Frame
+from stream.smoothing import DEFAULT_MODE
 from stream.web_files import JobDirs
 from stream.web_live import ServerCamera
 
@@ -32,7 +33,7 @@ class WebOptions:
     port: int = 7860
     camera: int | str | None = None  # a server-side camera for the "Server camera" tab
     max_upload_mb: int = 500  # larger uploads are refused (by Gradio and again by the handlers)
-    smooth: str = "off"  # the smoothing mode a new tab starts with
+    smooth: str = DEFAULT_MODE  # the smoothing mode a new tab starts with
     hud: bool = True  # whether a new tab draws the HUD into the live frames
     stream_every: float = 0.05  # s between webcam frames the browser sends at most
     time_limit: int = 600  # s a single live stream may run before the browser must restart it

@@ -13,7 +13,7 @@ import inspect
 import gradio as gr
 
 from stream.errors import PipelineError
-from stream.smoothing import MODES
+from stream.smoothing import CHOICES
 from stream.web_files import UploadError
 
 # Gradio deletes its cached uploads and results every CACHE_SWEEP_S seconds once they are older
@@ -74,7 +74,7 @@ def live_tab(runtime) -> None:
         output = gr.Image(label="Segmentation", elem_id="live-output", streaming=True,
                           format="jpeg", interactive=False, height=PREVIEW_HEIGHT)
     with gr.Row():
-        smooth = gr.Dropdown(list(MODES), value=options.smooth, label="Smoothing",
+        smooth = gr.Dropdown(list(CHOICES), value=options.smooth, label="Smoothing",
                              elem_id="live-smooth")
         threshold = gr.Slider(0.05, 0.95, value=runtime.engine.threshold, step=0.05,
                               label="Threshold", elem_id="live-threshold")
@@ -103,7 +103,7 @@ def video_tab(runtime) -> None:
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Recording (MP4, MKV, MOV, AVI, …)", elem_id="video-upload")
-            smooth = gr.Dropdown(list(MODES), value=runtime.options.smooth, label="Smoothing",
+            smooth = gr.Dropdown(list(CHOICES), value=runtime.options.smooth, label="Smoothing",
                                  elem_id="video-smooth")
             run = gr.Button("Segment video", variant="primary", elem_id="video-run")
             summary = gr.Dataframe(headers=["", "value"], label="Summary", elem_id="video-summary",

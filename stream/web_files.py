@@ -232,8 +232,8 @@ def _run_video(path: Path, smooth: str, progress, runtime):
         raise
     engine = runtime.engine_for(threshold=None)
     # the smoother exactly as demo.py builds it for a file
-    smoother = build_smoother(smooth, size=engine.size, threshold=engine.threshold,
-                              fps=source.info.fps)
+    smoother = build_smoother(smooth, live=False, cpu=engine.device.type == "cpu",
+                              size=engine.size, threshold=engine.threshold, fps=source.info.fps)
     pipeline = Pipeline(source, engine, sinks=sinks, smoother=smoother,
                         renderer=Renderer(device=engine.name, untrained=engine.untrained))
     total = source.info.frame_count
@@ -254,7 +254,7 @@ def _run_video(path: Path, smooth: str, progress, runtime):
                   f"{source.info.fps:.2f} fps"],
         ["frames", f"{summary.frames_out} written of {summary.frames_in} decoded"],
         ["speed", f"{summary.fps:.1f} fps on {summary.device}, wall {summary.wall_s:.1f} s"],
-        ["smoothing", smooth],
+        ["smoothing", smoother.mode + (f" ({smooth})" if smooth != smoother.mode else "")],
     ]
     for stage, (p50, p95, _) in summary.latency.items():
         rows.append([f"{stage} latency", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"])

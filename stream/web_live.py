@@ -16,7 +16,7 @@ import numpy as np
 
 from stream.errors import PipelineError
 from stream.frame import Frame
-from stream.render import Renderer
+from stream.render import Renderer, smoothing_text
 from stream.smoothing import build_smoother
 from stream.stats import E2E, PipelineStats, Snapshot
 
@@ -37,14 +37,16 @@ class LiveSession:
     """
 
     def __init__(self, mode: str, threshold: float, *, size: int, device: str, untrained: bool,
-                 fps: float = 10.0) -> None:
+                 fps: float = 10.0, cpu: bool = True) -> None:
         self.mode, self.threshold = mode, threshold
-        self.smoother = build_smoother(mode, size=size, threshold=threshold, fps=fps)
+        self.smoother = build_smoother(mode, live=True, cpu=cpu, size=size, threshold=threshold,
+                                       fps=fps)
         self.renderer = Renderer(device=device, untrained=untrained)
         self.stats = PipelineStats(window=60, history=600)  # a tab may stream for hours
         self.index = 0  # index of the next frame in this session
         self.last_arrival: float | None = None
         self.size_wh: tuple[int, int] | None = None
+        self.notes: dict = {}  # the last frame's notes (smoothing mode, keyframe interval)
 
     def matches(self, mode: str, threshold: float) -> bool:
         """Whether this session was built for these settings."""
@@ -78,7 +80,7 @@ def readout(session: LiveSession, snapshot: Snapshot, engine_name: str,
         f"**server {snapshot.processed_fps:.1f} fps** (frames in {snapshot.capture_fps:.1f} fps)"
         f" · latency p50 {e2e[0]:.0f} / p95 {e2e[1]:.0f} ms  \n"
         f"per stage, p50 ms: {stages}  \n"
-        f"frame {snapshot.frames} · {w}×{h} · smoothing {session.mode} · threshold "
+        f"frame {snapshot.frames} · {w}×{h} · {smoothing_text(session.notes)} · threshold "
         f"{session.threshold:.2f} · {engine_name}"
     )
     if weights_note:
@@ -114,7 +116,8 @@ def browser_frame(
     if session is None or not session.matches(mode, threshold):
         rate = (session.stats.processed.rate() or 10.0) if session else 10.0
         fresh = LiveSession(mode, threshold, size=engine.size, device=engine.name,
-                            untrained=engine.untrained, fps=rate)
+                            untrained=engine.untrained, fps=rate,
+                            cpu=engine.device.type == "cpu")
         if session is not None:
             fresh.adopt(session)
         session = fresh
@@ -122,6 +125,7 @@ def browser_frame(
     frame = session.next_frame(bgr)
     session.size_wh = frame.size_wh
     runtime.segment(frame, session.smoother, threshold=threshold)
+    session.notes = frame.notes
     session.renderer.show_hud = bool(hud)
     session.renderer(frame, session.stats.snapshot())
     session.stats.processed_frame(frame.timings, frame.capture_time)
@@ -199,7 +203,8 @@ class ServerCamera:
                                      queue_size=2)
                 engine = self.runtime.engine_for(threshold=None)
                 self.view, self.error = LatestFrame(), None
-                smoother = build_smoother(self.runtime.options.smooth, size=engine.size,
+                smoother = build_smoother(self.runtime.options.smooth, live=True,
+                                          cpu=engine.device.type == "cpu", size=engine.size,
                                           threshold=engine.threshold, fps=source.info.fps)
                 self.pipeline = Pipeline(
                     source, engine, sinks=[self.view], smoother=smoother,

@@ -5,6 +5,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -198,3 +199,21 @@ def test_trained_weights_are_used_without_warning(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "UNTRAINED" not in err and "cpu fp32" in err
     assert len(csv_rows(table)) == 3
+
+
+@pytest.mark.timeout(180)
+def test_default_smoothing_is_flow_on_a_file_and_keyframe_when_played_live(tmp_path, capsys,
+                                                                           random_weights):
+    clip = write_clip(tmp_path / "in.mp4", frames=6)
+    table = tmp_path / "t.csv"
+    base = ["--video", str(clip.path), "--csv", str(table), "--no-display", "--threads", "1"]
+    # a file: every frame through the network, flow-smoothed
+    assert main(base) == 0
+    assert "smoothing flow (auto)" in " ".join(capsys.readouterr().err.split())
+    assert len(csv_rows(table)) == 6
+    # the same file played in real time is a live source: keyframes, the network on a thread
+    # of its own that must end with the run
+    before = {t.name for t in threading.enumerate()}
+    assert main([*base, "--realtime"]) == 0
+    assert "smoothing keyframe (auto)" in " ".join(capsys.readouterr().err.split())
+    assert "keyframe-network" not in {t.name for t in threading.enumerate()} - before

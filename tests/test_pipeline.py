@@ -15,7 +15,7 @@ from stream.engine import build_engine
 from stream.errors import SourceError
 from stream.frame import Frame, SourceInfo
 from stream.pipeline import Pipeline, StageError
-from stream.render import Renderer
+from stream.render import Renderer, hud_lines
 from stream.sinks import CsvSink, MaskDirSink, VideoSink
 from stream.sources import Source, open_source
 from stream.stats import E2E, PipelineStats, RateMeter, Snapshot, percentiles
@@ -239,6 +239,19 @@ def test_renderer_tints_inside_the_mask_outlines_it_and_draws_the_hud(engine):
     assert (plain[:20, :60] != image[:20, :60]).any()
     renderer.untrained = False
     assert (renderer.render(frame, snap) == image).all()
+
+
+def test_hud_names_the_smoothing_mode_and_the_keyframe_interval():
+    snap = Snapshot(30.0, 29.5, {E2E: (40.0, 60.0)}, 0, 10)
+    # given the notes the smoothing stage leaves on a frame
+    keyframe = {"smooth": "keyframe", "cut": False, "keyframe": False, "keyframe_interval": 6}
+    # when the HUD is laid out / then its device line says what the stage did
+    texts = [t for t, _ in hud_lines(snap, device="cpu fp32", untrained=False, notes=keyframe)]
+    assert texts[0] == "device cpu fp32  smoothing keyframe every 6"
+    flow = [t for t, _ in hud_lines(snap, device="cpu fp32", untrained=False,
+                                    notes={"smooth": "flow"})]
+    assert flow[0] == "device cpu fp32  smoothing flow"
+    assert hud_lines(snap, device="cpu fp32", untrained=False)[0][0] == "device cpu fp32"
 
 
 def test_stats_percentiles_and_rates():

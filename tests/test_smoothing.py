@@ -15,7 +15,15 @@ import torch
 
 from stream.frame import Frame
 from stream.postprocess import prob_to_mask
-from stream.smoothing import DEFAULT_MODE, MODES, Ema, build_smoother, certainty_weight
+from stream.smoothing import (
+    CHOICES,
+    DEFAULT_MODE,
+    MODES,
+    Ema,
+    build_smoother,
+    certainty_weight,
+    resolve_mode,
+)
 from stream.synth import sweep, synthetic_still
 from stream.temporal_metrics import flicker, iou
 
@@ -225,7 +233,7 @@ def test_certainty_weight_trusts_sure_values_and_doubts_half():
 
 
 def test_build_smoother_modes_and_errors():
-    assert set(MODES) == {"off", "ema", "flow", "keyframe"} and DEFAULT_MODE in MODES
+    assert set(MODES) == {"off", "ema", "flow", "keyframe"} and DEFAULT_MODE in CHOICES
     for mode in MODES:
         smoother = build_smoother(mode, size=S, threshold=0.5, fps=25.0, interval=2)  # shared set
         assert smoother.mode == mode
@@ -397,3 +405,16 @@ def test_keyframe_smoother_in_the_pipeline(tmp_path, threaded):
         assert all(("infer" in f.timings) == k for f, k in zip(keep.frames, keys, strict=True))
     else:
         assert keys[0] and not any("infer" in f.timings for f in keep.frames)
+
+
+def test_auto_is_keyframe_for_a_live_source_on_the_cpu_and_flow_otherwise():
+    # a camera on the CPU: the network cannot keep up, keyframes keep the view at the camera rate
+    assert resolve_mode("auto", live=True, cpu=True) == "keyframe"
+    # files, and anything on a GPU: every frame through the network, flow-smoothed
+    assert resolve_mode("auto", live=False, cpu=True) == "flow"
+    assert resolve_mode("auto", live=True, cpu=False) == "flow"
+    assert resolve_mode("ema", live=True, cpu=True) == "ema"  # an explicit choice stays
+    assert build_smoother("auto", live=True, cpu=True, size=S).mode == "keyframe"
+    assert build_smoother("auto", size=S).mode == "flow"
+    with pytest.raises(ValueError, match="unknown smoothing mode"):
+        resolve_mode("median", live=False, cpu=True)

@@ -11,8 +11,8 @@ import pytest
 
 from stream import temporal_bench
 from stream.synth import synthetic_still
-from stream.temporal_bench import markdown, summarise, verdict
 from stream.temporal_metrics import flicker, flicker_reduction, iou, mean_rows, score_clip
+from stream.temporal_report import markdown, summarise, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 
