@@ -123,11 +123,18 @@ class GANTrainer:
         }
 
     def load_state(self, state: dict) -> None:
-        """Inverse of :meth:`state`."""
+        """Inverse of :meth:`state`, except that the learning rate is this trainer's.
+
+        An optimiser's state dict carries the learning rate it was saved with; a resume with a
+        new ``--lr`` (e.g. a lower rate to finish a run) must not be silently undone by it.
+        """
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = self.hyper.lr
 
 
 def rng_state(rng: np.random.Generator) -> dict:

@@ -12,6 +12,7 @@ from slsnet.card import main as card_main
 from slsnet.evaluate import main as evaluate_main
 from slsnet.export import WeightsError, save_generator
 from slsnet.predict import main as predict_main
+from slsnet.train import GANTrainer, Hyper
 from slsnet.train import main as train_main
 
 ISIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
@@ -231,3 +232,15 @@ def test_shipped_weights_load_and_match_their_card():
 
     prob = predict_probs(gen, [image], device=torch.device("cpu"))[0]
     assert prob[64, 64] > 0.5 > prob[5, 5]
+
+
+def test_a_resume_with_a_new_learning_rate_uses_it():
+    # given a checkpoint saved at lr 5e-4
+    first = GANTrainer(SLSNetConfig(), Hyper(lr=5e-4), torch.device("cpu"))
+    state = first.state()
+    # when it is resumed with --lr 1e-4
+    second = GANTrainer(SLSNetConfig(), Hyper(lr=1e-4), torch.device("cpu"))
+    second.load_state(state)
+    # then both optimisers run at 1e-4, not at the rate stored in the checkpoint
+    rates = {g["lr"] for opt in (second.opt_g, second.opt_d) for g in opt.param_groups}
+    assert rates == {1e-4}
