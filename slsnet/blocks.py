@@ -47,7 +47,13 @@ class PAM(nn.Module):
     are zero-padded to the value width so that fused kernels (which want equal head sizes)
     apply, which leaves every dot product unchanged. The fused kernels keep a float32
     running softmax, so half precision does not overflow where a plain bmm would.
+
+    ``plain = True`` (set per instance, on a copy, by :mod:`slsnet.onnx_export` only) computes
+    the same attention as :meth:`attend_plain` instead: ONNX Runtime has no fused attention
+    kernel on the CPU, so there the padding would only multiply the QKᵀ work.
     """
+
+    plain = False  # export mode; the class default keeps every other use on the fused path
 
     def __init__(self, channels: int, *, reduction: int = 8) -> None:
         super().__init__()
@@ -59,6 +65,8 @@ class PAM(nn.Module):
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """The attention term before the gate. Args: x: B×C×H×W. Returns: B×C×H×W."""
+        if self.plain:
+            return self.attend_plain(x)
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
         k = self.key(x).flatten(2).transpose(1, 2)  # B×N×C'
@@ -70,6 +78,24 @@ class PAM(nn.Module):
         k = F.pad(k, (0, pad)) if pad > 0 else k.contiguous()
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return out[:, 0].transpose(1, 2).reshape(b, c, h, w)
+
+    def attend_plain(self, x: torch.Tensor) -> torch.Tensor:
+        """:meth:`attend` as bmm → softmax → bmm, unpadded, scale 1 (exact; for ONNX export).
+
+        Materialises the B×N×N map in float32: not for half precision.
+
+        Args:
+            x: B×C×H×W.
+
+        Returns:
+            B×C×H×W.
+        """
+        b, c, h, w = x.shape
+        q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
+        k = self.key(x).flatten(2)  # B×C'×N
+        v = self.value(x).flatten(2).transpose(1, 2)  # B×N×C
+        attn = torch.softmax(torch.bmm(q, k), dim=-1)  # B×N×N, rows: queries
+        return torch.bmm(attn, v).transpose(1, 2).reshape(b, c, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: B×C×H×W. Returns: B×C×H×W."""

@@ -26,6 +26,7 @@ from stream.engine import (
     DEFAULT_WEIGHTS,
     DEVICES,
     PRECISIONS,
+    RUNTIMES,
     EngineError,
     WeightsError,
     build_engine,
@@ -98,6 +99,10 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        help="frames per network call (more throughput on files, more latency)")
     model.add_argument("--threads", type=_positive, default=None,
                        help=f"CPU: intra-op threads (default: cores - 1 = {default_threads()})")
+    model.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                       help="CPU: what runs the network; auto = ONNX Runtime (about twice as "
+                       "fast, fp32) when onnx and onnxruntime are installed (pip install "
+                       "\".[cpu]\"), else torch; a GPU always runs torch")
     run = parser.add_argument_group("run")
     run.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     run.add_argument("--realtime", action="store_true",
@@ -194,7 +199,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         threads = args.threads or (default_threads() if device.type == "cpu" else None)
         engine = build_engine(device=device, weights=args.weights, precision=args.precision,
                               cuda_graph=not args.no_cuda_graph, batch=args.batch,
-                              threads=threads)
+                              threads=threads, runtime=args.runtime)
         if engine.untrained:
             console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
                                 "network has random weights and its masks are meaningless.",

@@ -16,7 +16,10 @@ CPU speed on a 2-core AMD EPYC (AVX2, no AVX-512), batch 1 (see docs/benchmarks.
 autocast is several times *slower* than fp32 there (no native bf16 arithmetic, so every op
 converts), channels_last is a little faster than the default layout, and one intra-op thread
 beats two as soon as anything else runs on the machine. Hence ``precision="auto"`` is fp32 with
-channels_last on the CPU; ``"bf16"`` stays available for CPUs with AVX-512 BF16 or AMX.
+channels_last on the CPU; ``"bf16"`` stays available for CPUs with AVX-512 BF16 or AMX. Faster
+still is ``runtime="onnx"``: the same fp32 network in ONNX Runtime
+(``stream.engine_onnx.OnnxEngine``, ~1.85× torch eager there), which ``runtime="auto"`` picks on
+the CPU when onnx and onnxruntime are installed (the CLI's default; ``build_engine``'s is torch).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path("weights") / "slsnet_isic2017.pt"
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+RUNTIMES = ("auto", "torch", "onnx")
 DEVICES = ("auto", "cpu", "cuda")
 UNTRAINED_WARNING = "UNTRAINED WEIGHTS"
 
@@ -48,6 +52,7 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "DEVICES",
     "PRECISIONS",
+    "RUNTIMES",
     "CpuEngine",
     "Engine",
     "EngineError",
@@ -225,6 +230,7 @@ def build_engine(
     cuda_graph: bool = True,
     batch: int = 1,
     threads: int | None = None,
+    runtime: str = "torch",
 ) -> Engine:
     """The engine for ``device``, with ``weights`` (None: default file, else random + warning).
 
@@ -234,16 +240,21 @@ def build_engine(
         precision: one of :data:`PRECISIONS`; "auto" is the fastest measured for the device.
         cuda_graph: GPU only: capture the model in a CUDA graph.
         batch: frames per ``infer`` call the pipeline will send (the GPU engine sizes its graph).
-        threads: CPU only: intra-op threads (None: leave torch's setting).
+        threads: CPU only: intra-op threads (None: leave torch's setting; the ONNX engine
+            uses :func:`default_threads`).
+        runtime: "torch", "onnx" (ONNX Runtime, CPU fp32 only) or "auto" (onnx on the CPU at
+            fp32 when onnx and onnxruntime are installed, else torch).
 
     Raises:
-        EngineError: a precision the device cannot run, or an unknown one.
+        EngineError: a precision or runtime the device cannot run, an unknown one, or
+            ``runtime="onnx"`` without onnx/onnxruntime installed.
         WeightsError: ``weights`` names a file that is missing or not SLSNet weights.
     """
     if precision not in PRECISIONS:
         raise EngineError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if batch < 1:
         raise EngineError(f"--batch must be at least 1, got {batch}")
+    runtime = _pick_runtime(runtime, device, precision)
     generator, untrained, _ = load_weights(weights)
     if device.type == "cuda":
         from stream.engine_cuda import CudaEngine  # lazy: CuPy/CUDA only on the GPU path
@@ -252,4 +263,25 @@ def build_engine(
                           batch=batch, untrained=untrained)
     if device.type != "cpu":
         raise EngineError(f"no engine for device {device}")
+    if runtime == "onnx":
+        from stream.engine_onnx import OnnxEngine  # lazy: onnx/onnxruntime only on this path
+
+        return OnnxEngine(generator, precision=precision, untrained=untrained, threads=threads)
     return CpuEngine(generator, precision=precision, untrained=untrained, threads=threads)
+
+
+def _pick_runtime(runtime: str, device: torch.device, precision: str) -> str:
+    """``runtime`` resolved to "torch" or "onnx" for ``device`` (see :func:`build_engine`)."""
+    if runtime not in RUNTIMES:
+        raise EngineError(f"unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+    if runtime == "onnx" and device.type != "cpu":
+        raise EngineError(f"--runtime onnx runs on the CPU only, not on {device.type}; use "
+                          "--runtime torch or auto there, or --device cpu")
+    if runtime == "torch" or device.type != "cpu":
+        return "torch"
+    from stream.engine_onnx import missing_packages, require_onnx
+
+    if runtime == "onnx":
+        require_onnx()  # before the weights load; OnnxEngine refuses precisions but fp32
+        return "onnx"
+    return "onnx" if precision in ("auto", "fp32") and not missing_packages() else "torch"
