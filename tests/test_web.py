@@ -170,11 +170,6 @@ def test_bad_uploads_are_refused_with_a_message_and_the_server_keeps_serving(
     assert cv2.imread(overlay) is not None
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="known issue (issue 7 note): at load ~12 Gradio's shutdown outlasted the test's kill "
-    "deadline; passes on a quieter machine",
-)
 @pytest.mark.timeout(180, func_only=True)
 def test_server_removes_its_files_when_stopped(tmp_path):
     # given a server that has run a video job
