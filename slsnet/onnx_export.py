@@ -11,7 +11,9 @@ TorchScript tracer runs every convolution at its slowest; the network is fully c
 and has no size-dependent branch, so the graph is the same at the size it later runs.
 
 Needs the ``onnx`` package (``torch.onnx.export`` checks the model with it): ``pip install
-".[cpu]"``.
+".[cpu]"``. The exporter is torch's TorchScript one (``dynamo=False``): deprecated since torch
+2.9, but the torch.export-based one needs onnxscript besides. Its DeprecationWarning and the
+tracer's warning about the stem's shape comparison (which holds at every size) are silenced.
 """
 
 from __future__ import annotations
@@ -56,8 +58,9 @@ def export_onnx(generator: Generator) -> bytes:
     dummy = torch.zeros(1, model.config.in_channels, TRACE_SIZE, TRACE_SIZE)
     axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()
-    with warnings.catch_warnings():  # tracer warnings about shape comparisons in the stem
+    with warnings.catch_warnings():  # known and expected: see the module docstring
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(model, (dummy,), buffer, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=OPSET, dynamo=False,
                           dynamic_axes={INPUT_NAME: axes, OUTPUT_NAME: axes})

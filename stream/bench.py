@@ -7,8 +7,9 @@ eager, fp16 eager and fp16 graph; the same for torchvision's LR-ASPP MobileNetV3
 (random weights, reference peers on the same card; skipped with a note without torchvision);
 the 1080p frame path (frame on the host → mask on the host) p50/p99; CuPy vs torch
 preprocessing; and the app's file mode (``--output``) on a generated 1080p clip against a plain
-PyAV decode + encode of the same clip. On the CPU: fp32 and bf16 at batch 1 and batch 8, the CPU
-frame path and the file-mode comparison. ``--quick`` is a short run (fewer repeats, smaller
+PyAV decode + encode of the same clip. On the CPU: fp32 and bf16 at batch 1 and batch 8, ONNX
+Runtime fp32 at batch 1 timed alternately with torch fp32 (FPS and the ratio), the CPU frame path
+and the file-mode comparison. ``--quick`` is a short run (fewer repeats, smaller
 batches and clip). A rich table goes to the screen, ``--json`` writes every number.
 """
 
@@ -95,11 +96,30 @@ def throughput(run: Callable[[], object], batch: int, sync: Callable[[], None],
     return batch / float(np.median(seconds))
 
 
+def alternating(runs: list[Callable[[], object]], warmup: int, iters: int) -> list[list[float]]:
+    """:func:`latencies` of CPU callables, called in turn so that each sees the same load."""
+    for _ in range(warmup):
+        for run in runs:
+            run()
+    out: list[list[float]] = [[] for _ in runs]
+    for _ in range(iters):
+        for run, ms in zip(runs, out, strict=True):
+            t0 = time.perf_counter()
+            run()
+            ms.append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
 # ---------------------------------------------------------------------------------------- CPU
-def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int) -> list[Row]:
-    """fp32 and bf16 (autocast), channels_last as the CPU engine runs them."""
+def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
+                   onnx=None) -> list[Row]:
+    """fp32 and bf16 (autocast), channels_last as the CPU engine runs them.
+
+    With ``onnx`` (a :class:`stream.engine_onnx.OnnxEngine`) also ONNX Runtime at batch 1, timed
+    alternately with torch fp32 (the ratio holds on a loaded machine), with FPS and the ratio.
+    """
     model = generator.eval().to(memory_format=torch.channels_last)
-    rows = []
+    rows, onnx_rows = [], []
     for precision in ("fp32", "bf16"):
         autocast = (torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16"
                     else nullcontext())
@@ -109,11 +129,22 @@ def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int) -> list[
             with torch.inference_mode(), autocast:
                 return model(x.contiguous(memory_format=torch.channels_last))
 
-        ms = latencies(lambda: run(1), lambda: None, timing.warmup, timing.iters)
-        rows.append(Row("model", "slsnet", f"{precision} eager", 1, *np.percentile(ms, [50, 99])))
+        if precision == "fp32" and onnx is not None:
+            x1 = torch.rand(1, 3, size, size).mul_(2).sub_(1)
+            ms, ort_ms = alternating([lambda: run(1), lambda x1=x1: onnx.probabilities(x1)],
+                                     timing.warmup, timing.iters)
+            ratio = float(np.median(ms) / np.median(ort_ms))
+            onnx_rows.append(Row("model", "slsnet", "fp32 onnxruntime", 1,
+                                 *np.percentile(ort_ms, [50, 99]),
+                                 note=f"{1e3 / np.median(ort_ms):.1f} FPS, {ratio:.2f}× torch "
+                                 "fp32 eager (timed alternately)"))
+        else:
+            ms = latencies(lambda: run(1), lambda: None, timing.warmup, timing.iters)
+        rows.append(Row("model", "slsnet", f"{precision} eager", 1, *np.percentile(ms, [50, 99]),
+                        note=f"{1e3 / np.median(ms):.1f} FPS"))
         ips = throughput(lambda b=batch: run(b), batch, lambda: None, timing)
         rows.append(Row("model", "slsnet", f"{precision} eager", batch, images_per_s=ips))
-    return rows
+    return rows + onnx_rows
 
 
 def cpu_frame_rows(engine, *, size_wh: tuple[int, int], timing: Timing) -> list[Row]:
@@ -264,8 +295,15 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
     def models() -> list[Row]:
         if not gpu:
+            from stream.engine_onnx import INSTALL_HINT, OnnxEngine, missing_packages
+
+            missing = missing_packages()
+            notes.extend([f"no ONNX Runtime row: {', '.join(missing)} not installed "
+                          f"({INSTALL_HINT})"] if missing else [])
+            onnx = None if missing else OnnxEngine(copy.deepcopy(generator), untrained=untrained,
+                                                   threads=threads)
             return cpu_model_rows(copy.deepcopy(generator), size=args.size, timing=timing,
-                                  batch=2 if quick else 8)
+                                  batch=2 if quick else 8, onnx=onnx)
         builders = {"slsnet": lambda: copy.deepcopy(generator)}
         peers, note = reference_models()
         notes.extend([note] if note else [])

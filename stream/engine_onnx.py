@@ -39,6 +39,7 @@ from stream.engine import CpuEngine, EngineError
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install ".[cpu]"'
+KEEP = 4  # cached models kept, the most recently used (~9 MB each): checkpoints come and go
 
 
 def missing_packages() -> list[str]:
@@ -88,6 +89,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _prune(folder: Path, keep: int = KEEP) -> None:
+    """Delete all but the ``keep`` most recently used models in ``folder`` (best effort)."""
+    def used(path: Path) -> float:
+        try:
+            return path.stat().st_mtime
+        except OSError:  # deleted meanwhile by another process
+            return 0.0
+
+    for old in sorted(folder.glob("slsnet-*.onnx"), key=used, reverse=True)[keep:]:
+        old.unlink(missing_ok=True)
 
 
 class OnnxEngine(CpuEngine):
@@ -149,7 +162,9 @@ class OnnxEngine(CpuEngine):
         path = self.onnx_path
         if path is not None and path.is_file():
             try:
-                return self._session(str(path))
+                session = self._session(str(path))
+                os.utime(path)  # most recently used: the last to be pruned
+                return session
             except Exception as exc:  # onnxruntime raises its own types for a damaged file
                 log.warning("cached ONNX model %s cannot be loaded (%s); rebuilding it", path,
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -159,6 +174,7 @@ class OnnxEngine(CpuEngine):
         log.info("exported the generator to ONNX in %.1f s", time.perf_counter() - t0)
         try:
             _write_atomically(path, model)
+            _prune(path.parent)
         except OSError as exc:
             log.warning("cannot cache the ONNX model in %s (%s); it is exported again at every "
                         "start", path.parent, exc)

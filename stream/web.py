@@ -187,7 +187,8 @@ def run_web(args, *, console) -> int:
     device = resolve_device(args.device)
     threads = args.threads or (default_threads() if device.type == "cpu" else None)
     engine = build_engine(device=device, weights=args.weights, precision=args.precision,
-                          cuda_graph=not args.no_cuda_graph, batch=1, threads=threads)
+                          cuda_graph=not args.no_cuda_graph, batch=1, threads=threads,
+                          runtime=args.runtime)
     if engine.untrained:
         console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
                             "network has random weights and its masks are meaningless.",
