@@ -185,8 +185,9 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
     out, sent = next_frame_after(page, server, clip, 0)
     low = tint_fraction(out, sent)
     assert low > 0.01, low
-    element = page.find_element("css selector", "#live-output img")
-    assert element.get_property("naturalWidth") == 320
+    # (frames replace each other quickly: the <img> may be between two when first asked)
+    wait_for(page, lambda d: d.find_element("css selector", "#live-output img")
+             .get_property("naturalWidth") == 320, timeout=10, what="a 320-wide output image")
 
 
 @pytest.mark.timeout(90, func_only=True)
