@@ -13,6 +13,7 @@ import argparse
 import logging
 import math
 import sys
+import time
 import traceback
 from pathlib import Path
 
@@ -197,9 +198,14 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         for note in getattr(source, "warnings", []):
             console.print(f"[yellow]warning:[/] {note}")
         threads = args.threads or (default_threads() if device.type == "cpu" else None)
-        engine = build_engine(device=device, weights=args.weights, precision=args.precision,
-                              cuda_graph=not args.no_cuda_graph, batch=args.batch,
-                              threads=threads, runtime=args.runtime)
+        t0 = time.perf_counter()
+        with console.status("loading the network"):
+            engine = build_engine(device=device, weights=args.weights, precision=args.precision,
+                                  cuda_graph=not args.no_cuda_graph, batch=args.batch,
+                                  threads=threads, runtime=args.runtime)
+        if getattr(engine, "exported", False):  # ONNX Runtime, first start with these weights
+            console.print(f"exported the network for ONNX Runtime in {time.perf_counter() - t0:.0f}"
+                          " s (cached: later starts skip this)")
         if engine.untrained:
             console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
                                 "network has random weights and its masks are meaningless.",
