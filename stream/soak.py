@@ -30,9 +30,11 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
+from stream.engine import RUNTIMES
 from stream.errors import PipelineError
 from stream.frame import SourceInfo
 from stream.queues import EOS
+from stream.smoothing import CHOICES, DEFAULT_MODE, build_smoother
 from stream.sources import Source
 from stream.stats import E2E
 
@@ -217,6 +219,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--weights", help="generator weights (default file, else random)")
     p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="CPU: network in ONNX Runtime or torch (auto: as demo.py)")
+    p.add_argument("--smooth", choices=CHOICES, default=DEFAULT_MODE,
+                   help="temporal smoothing, as demo.py's --smooth (auto: flow for a file)")
     p.add_argument("--no-outputs", action="store_true", help="no video, mask video and CSV")
     p.add_argument("--keep-outputs", metavar="DIR", help="write the outputs here and keep them")
     p.add_argument("--max-growth-mb", type=float, default=50.0,
@@ -246,17 +252,20 @@ def _soak(args, console: Console) -> int:
     device = resolve_device(args.device)
     source = LoopingSource(args.clip)
     threads = args.threads or (default_threads() if device.type == "cpu" else None)
-    engine = build_engine(device=device, weights=args.weights, threads=threads)
+    engine = build_engine(device=device, weights=args.weights, threads=threads,
+                          runtime=args.runtime)
+    smoother = build_smoother(args.smooth, live=False, cpu=device.type == "cpu",
+                              size=engine.size, threshold=engine.threshold, fps=source.info.fps)
     folder = None if args.no_outputs else Path(args.keep_outputs or tempfile.mkdtemp("soak"))
     sinks = []
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         sinks = open_sinks(source.info, output=folder / "soak.mp4",
                            mask_video=folder / "soak_masks.mkv", csv_path=folder / "soak.csv")
-    pipeline = Pipeline(source, engine, sinks=sinks)
+    pipeline = Pipeline(source, engine, sinks=sinks, smoother=smoother)
     console.print(f"soak: {args.clip} ({source.info.size_wh[0]}×{source.info.size_wh[1]}) in a "
-                  f"loop for {args.minutes:g} min on {engine.name}; RSS at start-up "
-                  f"{rss_mb():.1f} MB; a sample every {args.interval:g} s")
+                  f"loop for {args.minutes:g} min on {engine.name}, smoothing {smoother.mode}; "
+                  f"RSS at start-up {rss_mb():.1f} MB; a sample every {args.interval:g} s")
     sampler = Sampler(pipeline, seconds=args.minutes * 60, interval=args.interval, device=device,
                       console=console)
     try:
