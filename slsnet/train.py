@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -316,9 +318,19 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     return record
 
 
+def _stop(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; user errors end with one line and exit code 2."""
+    """Entry point; user errors end with one line and exit code 2.
+
+    Ctrl-C and SIGTERM (``kill``, a job scheduler's stop) end the run the same way: checkpoints
+    are written atomically, so the last finished epoch stays resumable.
+    """
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:
         train(args, argv)
     except (FileNotFoundError, ValueError) as exc:
@@ -330,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     return 0
 
 

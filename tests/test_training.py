@@ -1,5 +1,10 @@
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -244,3 +249,31 @@ def test_a_resume_with_a_new_learning_rate_uses_it():
     # then both optimisers run at 1e-4, not at the rate stored in the checkpoint
     rates = {g["lr"] for opt in (second.opt_g, second.opt_d) for g in opt.param_groups}
     assert rates == {1e-4}
+
+
+@pytest.mark.timeout(300)
+def test_sigterm_stops_training_cleanly_and_the_run_resumes(tiny_isic, tmp_path):
+    # given a long training run in its own process, one epoch in
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "slsnet.train", "--data", str(tiny_isic), "--out", str(out),
+           "--size", "64", "--batch-size", "2", "--device", "cpu", "--epochs", "100"]
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(root)})
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "last.pt").exists() and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-2000:]
+            time.sleep(0.2)
+        # when a scheduler (or `kill`) sends SIGTERM
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    # then it ends as after Ctrl-C: one line, 130, and a checkpoint that resumes
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted: the last finished epoch is in last.pt" in err
+    assert "Traceback" not in err
+    done = len(_log(out))
+    assert _train(tiny_isic, out, "--epochs", str(done + 1), "--resume") == 0
+    assert [r["epoch"] for r in _log(out)] == list(range(1, done + 2))

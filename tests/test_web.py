@@ -79,7 +79,7 @@ def test_video_tab_gives_what_the_file_mode_gives(client, clip, file_mode, work)
     # given a 12-frame 160×120 clip, and the same clip through demo.py's file mode
     # when it is uploaded to the Video tab
     video, masks_zip, table, summary = call(client,
-        gradio_client.handle_file(str(clip.path)), "off", api_name="/segment_video")
+        gradio_client.handle_file(str(clip.path)), "auto", api_name="/segment_video")
     # then the masked video has the same frames at the same times as the file mode's
     video_path = video["video"] if isinstance(video, dict) else video
     ours, theirs = probe(video_path), probe(file_mode / "masked.mp4")
