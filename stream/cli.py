@@ -35,7 +35,7 @@ from stream.engine import (
     resolve_device,
 )
 from stream.errors import PipelineError
-from stream.smoothing import CHOICES, DEFAULT_MODE, build_smoother
+from stream.smoothing import CHOICES, DEFAULT_MODE, smoother_for
 from stream.stats import PipelineStats, Summary
 
 SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
@@ -214,9 +214,8 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         # source's keyframes run on their own thread (files stay deterministic); a file played
         # in real time drops frames like a camera, so it counts as live here
         live = source.info.live or args.realtime
-        smoother = build_smoother(args.smooth, live=live, cpu=engine.device.type == "cpu",
-                                  size=engine.size, threshold=engine.threshold,
-                                  fps=source.info.fps, engine=engine if live else None)
+        smoother = smoother_for(engine, args.smooth, live=live, fps=source.info.fps,
+                                threaded=live)
         sinks = open_sinks(source.info, output=args.output, mask_dir=args.mask_dir,
                            mask_video=args.mask_video, csv_path=args.csv)
         for sink in sinks:

@@ -259,6 +259,22 @@ def resolve_mode(mode: str, *, live: bool, cpu: bool) -> str:
     return "keyframe" if live and cpu else "flow"
 
 
+def smoother_for(engine, mode: str, *, live: bool, fps: float | None,
+                 threaded: bool = False) -> Identity:
+    """The smoother for ``mode`` with the options every pipeline takes from its engine.
+
+    Args:
+        engine: a :class:`stream.engine.Engine` (its device, input size and threshold).
+        mode: one of ``CHOICES``.
+        live: the source is live (for ``auto``).
+        fps: the source's frame rate.
+        threaded: give ``keyframe`` the engine, so the network runs on its own thread.
+    """
+    return build_smoother(mode, live=live, cpu=engine.device.type == "cpu", size=engine.size,
+                          threshold=engine.threshold, fps=fps,
+                          engine=engine if threaded else None)
+
+
 def build_smoother(mode: str = "off", *, live: bool = False, cpu: bool = True,
                    **options) -> Identity:
     """The smoother for ``--smooth MODE``.

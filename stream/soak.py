@@ -34,7 +34,7 @@ from stream.engine import RUNTIMES
 from stream.errors import PipelineError
 from stream.frame import SourceInfo
 from stream.queues import EOS
-from stream.smoothing import CHOICES, DEFAULT_MODE, build_smoother
+from stream.smoothing import CHOICES, DEFAULT_MODE, smoother_for
 from stream.sources import Source
 from stream.stats import E2E
 
@@ -254,8 +254,7 @@ def _soak(args, console: Console) -> int:
     threads = args.threads or (default_threads() if device.type == "cpu" else None)
     engine = build_engine(device=device, weights=args.weights, threads=threads,
                           runtime=args.runtime)
-    smoother = build_smoother(args.smooth, live=False, cpu=device.type == "cpu",
-                              size=engine.size, threshold=engine.threshold, fps=source.info.fps)
+    smoother = smoother_for(engine, args.smooth, live=False, fps=source.info.fps)
     folder = None if args.no_outputs else Path(args.keep_outputs or tempfile.mkdtemp("soak"))
     sinks = []
     if folder is not None:

@@ -217,7 +217,7 @@ def segment_video(upload, smooth: str = "off", progress=None, *, runtime):
 def _run_video(path: Path, smooth: str, progress, runtime):
     from stream.pipeline import Pipeline
     from stream.sinks import open_sinks
-    from stream.smoothing import build_smoother
+    from stream.smoothing import smoother_for
     from stream.sources import open_source
 
     source = open_source(str(path))  # SourceError: not a video, no video stream, unreadable
@@ -232,8 +232,7 @@ def _run_video(path: Path, smooth: str, progress, runtime):
         raise
     engine = runtime.engine_for(threshold=None)
     # the smoother exactly as demo.py builds it for a file
-    smoother = build_smoother(smooth, live=False, cpu=engine.device.type == "cpu",
-                              size=engine.size, threshold=engine.threshold, fps=source.info.fps)
+    smoother = smoother_for(engine, smooth, live=False, fps=source.info.fps)
     pipeline = Pipeline(source, engine, sinks=sinks, smoother=smoother,
                         renderer=Renderer(device=engine.name, untrained=engine.untrained))
     total = source.info.frame_count

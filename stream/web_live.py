@@ -17,7 +17,7 @@ import numpy as np
 from stream.errors import PipelineError
 from stream.frame import Frame
 from stream.render import Renderer, smoothing_text
-from stream.smoothing import build_smoother
+from stream.smoothing import build_smoother, smoother_for
 from stream.stats import E2E, PipelineStats, Snapshot
 
 BROWSER_TIME_BASE = Fraction(1, 1000)  # browser frames carry no PTS; sinks would use ms
@@ -203,9 +203,8 @@ class ServerCamera:
                                      queue_size=2)
                 engine = self.runtime.engine_for(threshold=None)
                 self.view, self.error = LatestFrame(), None
-                smoother = build_smoother(self.runtime.options.smooth, live=True,
-                                          cpu=engine.device.type == "cpu", size=engine.size,
-                                          threshold=engine.threshold, fps=source.info.fps)
+                smoother = smoother_for(engine, self.runtime.options.smooth, live=True,
+                                        fps=source.info.fps)
                 self.pipeline = Pipeline(
                     source, engine, sinks=[self.view], smoother=smoother,
                     renderer=Renderer(device=engine.name, untrained=engine.untrained))
