@@ -48,12 +48,14 @@ class PAM(nn.Module):
     apply, which leaves every dot product unchanged. The fused kernels keep a float32
     running softmax, so half precision does not overflow where a plain bmm would.
 
-    ``plain = True`` (set per instance, on a copy, by :mod:`slsnet.onnx_export` only) computes
-    the same attention as :meth:`attend_plain` instead: ONNX Runtime has no fused attention
-    kernel on the CPU, so there the padding would only multiply the QKᵀ work.
+    ``attention`` (set per instance, on a copy, by :mod:`slsnet.onnx_export` only) replaces
+    the fused call with another exact form of the same attention, ``attention(q, k, v)`` on the
+    unpadded B×N×C' queries and keys and B×N×C values (:func:`plain_attention`, or an operator
+    that the exporter maps to ONNX Runtime's own kernel): on the CPU the padding only
+    multiplies the QKᵀ work.
     """
 
-    plain = False  # export mode; the class default keeps every other use on the fused path
+    attention = None  # export hook; the class default keeps every other use on the fused path
 
     def __init__(self, channels: int, *, reduction: int = 8) -> None:
         super().__init__()
@@ -65,41 +67,38 @@ class PAM(nn.Module):
 
     def attend(self, x: torch.Tensor) -> torch.Tensor:
         """The attention term before the gate. Args: x: B×C×H×W. Returns: B×C×H×W."""
-        if self.plain:
-            return self.attend_plain(x)
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
         k = self.key(x).flatten(2).transpose(1, 2)  # B×N×C'
+        v = self.value(x).flatten(2).transpose(1, 2)  # B×N×C
+        if self.attention is not None:
+            return self.attention(q, k, v).transpose(1, 2).reshape(b, c, h, w)
         # Fused CPU/GPU kernels want a unit stride on the last axis, else SDPA falls back to
         # the slow math path that materialises the N×N map.
-        v = self.value(x).flatten(2).transpose(1, 2).contiguous()  # B×N×C
+        v = v.contiguous()
         pad = c - q.shape[-1]
         q = F.pad(q, (0, pad)) if pad > 0 else q.contiguous()
         k = F.pad(k, (0, pad)) if pad > 0 else k.contiguous()
         out = F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None], scale=1.0)
         return out[:, 0].transpose(1, 2).reshape(b, c, h, w)
 
-    def attend_plain(self, x: torch.Tensor) -> torch.Tensor:
-        """:meth:`attend` as bmm → softmax → bmm, unpadded, scale 1 (exact; for ONNX export).
-
-        Materialises the B×N×N map in float32: not for half precision.
-
-        Args:
-            x: B×C×H×W.
-
-        Returns:
-            B×C×H×W.
-        """
-        b, c, h, w = x.shape
-        q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
-        k = self.key(x).flatten(2)  # B×C'×N
-        v = self.value(x).flatten(2).transpose(1, 2)  # B×N×C
-        attn = torch.softmax(torch.bmm(q, k), dim=-1)  # B×N×N, rows: queries
-        return torch.bmm(attn, v).transpose(1, 2).reshape(b, c, h, w)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Args: x: B×C×H×W. Returns: B×C×H×W."""
         return self.eta * self.attend(x) + x
+
+
+def plain_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """``softmax(q·kᵀ)·v`` as bmm → softmax → bmm, scale 1: PAM's attention written out.
+
+    Materialises the B×N×N map in float32: for export and tests, not for half precision.
+
+    Args:
+        q: B×N×C' queries. k: B×N×C' keys. v: B×N×C values.
+
+    Returns:
+        B×N×C.
+    """
+    return torch.bmm(torch.softmax(torch.bmm(q, k.transpose(1, 2)), dim=-1), v)
 
 
 def pam_reference(pam: PAM, x: torch.Tensor) -> torch.Tensor:

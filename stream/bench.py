@@ -23,7 +23,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,11 +112,12 @@ def alternating(runs: list[Callable[[], object]], warmup: int, iters: int) -> li
 
 # ---------------------------------------------------------------------------------------- CPU
 def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
-                   onnx=None) -> list[Row]:
+                   onnx: Sequence = ()) -> list[Row]:
     """fp32 and bf16 (autocast), channels_last as the CPU engine runs them.
 
-    With ``onnx`` (a :class:`stream.engine_onnx.OnnxEngine`) also ONNX Runtime at batch 1, timed
-    alternately with torch fp32 (the ratio holds on a loaded machine), with FPS and the ratio.
+    With ``onnx`` (:class:`stream.engine_onnx.OnnxEngine` instances) also ONNX Runtime at batch
+    1, each engine timed alternately with torch fp32 (the ratios hold on a loaded machine), with
+    FPS and the ratio.
     """
     model = generator.eval().to(memory_format=torch.channels_last)
     rows, onnx_rows = [], []
@@ -129,15 +130,18 @@ def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
             with torch.inference_mode(), autocast:
                 return model(x.contiguous(memory_format=torch.channels_last))
 
-        if precision == "fp32" and onnx is not None:
+        if precision == "fp32" and onnx:
             x1 = torch.rand(1, 3, size, size).mul_(2).sub_(1)
-            ms, ort_ms = alternating([lambda: run(1), lambda x1=x1: onnx.probabilities(x1)],
-                                     timing.warmup, timing.iters)
-            ratio = float(np.median(ms) / np.median(ort_ms))
-            onnx_rows.append(Row("model", "slsnet", "fp32 onnxruntime", 1,
-                                 *np.percentile(ort_ms, [50, 99]),
-                                 note=f"{1e3 / np.median(ort_ms):.1f} FPS, {ratio:.2f}× torch "
-                                 "fp32 eager (timed alternately)"))
+            ms, *ort_ms = alternating(
+                [lambda: run(1), *(lambda e=e, x=x1: e.probabilities(x) for e in onnx)],
+                timing.warmup, timing.iters)
+            for engine, times in zip(onnx, ort_ms, strict=True):
+                form = "" if engine.attention == "ort" else f", {engine.attention} attention"
+                ratio = float(np.median(ms) / np.median(times))
+                onnx_rows.append(Row("model", "slsnet", f"fp32 onnxruntime{form}", 1,
+                                     *np.percentile(times, [50, 99]),
+                                     note=f"{1e3 / np.median(times):.1f} FPS, {ratio:.2f}× "
+                                     "torch fp32 eager (timed alternately)"))
         else:
             ms = latencies(lambda: run(1), lambda: None, timing.warmup, timing.iters)
         rows.append(Row("model", "slsnet", f"{precision} eager", 1, *np.percentile(ms, [50, 99]),
@@ -300,8 +304,9 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             missing = missing_packages()
             notes.extend([f"no ONNX Runtime row: {', '.join(missing)} not installed "
                           f"({INSTALL_HINT})"] if missing else [])
-            onnx = None if missing else OnnxEngine(copy.deepcopy(generator), untrained=untrained,
-                                                   threads=threads)
+            onnx = [] if missing else [
+                OnnxEngine(copy.deepcopy(generator), untrained=untrained, threads=threads,
+                           attention=attention) for attention in ("ort", "plain")]
             return cpu_model_rows(copy.deepcopy(generator), size=args.size, timing=timing,
                                   batch=2 if quick else 8, onnx=onnx)
         builders = {"slsnet": lambda: copy.deepcopy(generator)}

@@ -101,7 +101,7 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--threads", type=_positive, default=None,
                        help=f"CPU: intra-op threads (default: cores - 1 = {default_threads()})")
     model.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                       help="CPU: what runs the network; auto = ONNX Runtime (1.5–1.9× torch "
+                       help="CPU: what runs the network; auto = ONNX Runtime (1.9–2.7× torch "
                        "measured, fp32) when onnx and onnxruntime are installed (pip install "
                        "\".[cpu]\"), else torch; a GPU always runs torch")
     run = parser.add_argument_group("run")

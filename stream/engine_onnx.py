@@ -1,4 +1,4 @@
-"""ONNX Runtime engine for the CPU: the same network, exported once, 1.5–1.9× faster than torch.
+"""ONNX Runtime engine for the CPU: the same network, exported once, 1.9–2.7× faster than torch.
 
 :class:`OnnxEngine` is a :class:`~stream.engine.CpuEngine` whose network call runs in an ONNX
 Runtime session instead of torch eager: preprocessing, masks and timings are CpuEngine's own.
@@ -18,7 +18,6 @@ import hashlib
 import importlib
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,12 +26,14 @@ import torch
 
 from slsnet.generator import Generator
 from slsnet.onnx_export import (
+    ATTENTIONS,
     EXPORT_VERSION,
     INPUT_NAME,
     OPSET,
     OUTPUT_NAME,
     export_onnx,
     weights_digest,
+    write_atomically,
 )
 from stream.engine import CpuEngine, EngineError
 
@@ -68,27 +69,15 @@ def default_cache_dir() -> Path:
     return Path(base) / "slsnet"
 
 
-def cache_key(generator: Generator) -> str:
-    """What the exported model depends on: weights, exporter and runtime versions."""
+def cache_key(generator: Generator, attention: str = "ort") -> str:
+    """What an exported model depends on: weights, form, exporter and runtime versions."""
     import onnx
     import onnxruntime
 
     parts = [weights_digest(generator), torch.__version__, onnx.__version__,
              onnxruntime.__version__, f"opset{OPSET}", f"export{EXPORT_VERSION}"]
+    parts += [f"attention-{attention}"] if attention != "ort" else []
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _prune(folder: Path, keep: int = KEEP) -> None:
@@ -113,6 +102,8 @@ class OnnxEngine(CpuEngine):
         threads: intra-op threads of the session (and of torch's preprocessing); None:
             :func:`stream.engine.default_threads`.
         cache_dir: where exported models are kept; None: :func:`default_cache_dir`.
+        attention: the exported PAM form (:data:`slsnet.onnx_export.ATTENTIONS`): ``"ort"``,
+            ONNX Runtime's fused attention, or ``"plain"``, for comparison.
 
     Attributes:
         onnx_path: the cached model file, or None when the cache folder was not writable.
@@ -131,8 +122,11 @@ class OnnxEngine(CpuEngine):
         untrained: bool = False,
         threads: int | None = None,
         cache_dir: str | Path | None = None,
+        attention: str = "ort",
     ) -> None:
         require_onnx()
+        if attention not in ATTENTIONS:
+            raise EngineError(f"unknown attention form {attention!r}: {', '.join(ATTENTIONS)}")
         if precision not in ("auto", "fp32"):
             raise EngineError(f"--runtime onnx runs fp32 only, not {precision!r}; use "
                               "--precision fp32 (or auto), or --runtime torch")
@@ -142,11 +136,14 @@ class OnnxEngine(CpuEngine):
         super().__init__(generator, precision="fp32", channels_last=False, untrained=untrained,
                          threads=threads)
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-        self.onnx_path: Path | None = cache_dir / f"slsnet-{cache_key(generator)}.onnx"
+        self.attention = attention
+        key = cache_key(generator, attention)
+        self.onnx_path: Path | None = cache_dir / f"slsnet-{key}.onnx"
         self.exported = False
         self.session = self._load_or_export()
         plural = "s" if self.threads > 1 else ""
-        self.name = f"cpu fp32 onnxruntime, {self.threads} thread{plural}"
+        form = "" if attention == "ort" else f" ({attention} attention)"
+        self.name = f"cpu fp32 onnxruntime{form}, {self.threads} thread{plural}"
 
     def _session(self, model: bytes | str):
         import onnxruntime as ort
@@ -169,11 +166,11 @@ class OnnxEngine(CpuEngine):
                 log.warning("cached ONNX model %s cannot be loaded (%s); rebuilding it", path,
                             str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         t0 = time.perf_counter()
-        model = export_onnx(self.generator)
+        model = export_onnx(self.generator, attention=self.attention)
         self.exported = True
         log.info("exported the generator to ONNX in %.1f s", time.perf_counter() - t0)
         try:
-            _write_atomically(path, model)
+            write_atomically(path, model)
             _prune(path.parent)
         except OSError as exc:
             log.warning("cannot cache the ONNX model in %s (%s); it is exported again at every "

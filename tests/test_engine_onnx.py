@@ -11,11 +11,10 @@ import numpy as np
 import pytest
 import torch
 from media import write_clip
+from nets import open_gates
 
 from slsnet import build_generator
-from slsnet.blocks import CAM, PAM, pam_reference
 from slsnet.export import load_generator
-from slsnet.onnx_export import plain_copy, weights_digest
 from stream.cli import main
 from stream.engine import CpuEngine, EngineError, build_engine
 from stream.frame import Frame
@@ -50,43 +49,6 @@ def shipped(cache) -> OnnxEngine:
     return OnnxEngine(load_generator(WEIGHTS), threads=1, cache_dir=cache)
 
 
-def random_generator(seed: int = 1):
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        generator = build_generator().eval()
-    # Gates start at 0: open them so that attention counts. An untrained CAM's unscaled C×C
-    # softmax is near one-hot and, wide open (γ 0.3), turns float rounding into 5e-4 (torch's
-    # own fused vs plain PAM differ by 2e-5 then): a small γ keeps this about the export.
-    for m in generator.modules():
-        if isinstance(m, PAM):
-            m.eta.data.fill_(0.7)
-        if isinstance(m, CAM):
-            m.gamma.data.fill_(0.05)
-    return generator
-
-
-def test_pam_plain_mode_is_the_same_attention_and_only_on_the_copy():
-    # given a PAM with an open gate, and a generator
-    torch.manual_seed(0)
-    pam = PAM(32).eval()
-    pam.eta.data.fill_(1.0)
-    x = torch.randn(2, 32, 8, 8)
-    generator = build_generator().eval()
-    # when
-    with torch.inference_mode():
-        fused = pam(x)
-        pam.plain = True
-        plain = pam(x)
-        reference = pam_reference(pam, x)
-    copy = plain_copy(generator)
-    # then: the same numbers (scale 1, no padding), and the original keeps the fused path
-    torch.testing.assert_close(plain, fused, atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(plain, reference, atol=1e-5, rtol=1e-5)
-    assert all(m.plain for m in copy.modules() if isinstance(m, PAM))
-    assert not any(m.plain for m in generator.modules() if isinstance(m, PAM))
-    assert weights_digest(copy) == weights_digest(generator)
-
-
 def test_shipped_weights_onnx_equals_torch_on_validation_images(shipped):
     # given real validation images as the network's input batch (dynamic batch of 4)
     frames = val_frames()
@@ -105,7 +67,7 @@ def test_shipped_weights_onnx_equals_torch_on_validation_images(shipped):
 
 @pytest.fixture(scope="module")
 def random_engine(cache) -> OnnxEngine:
-    return OnnxEngine(random_generator(), threads=1, cache_dir=cache)
+    return OnnxEngine(open_gates(), threads=1, cache_dir=cache)
 
 
 @pytest.mark.parametrize("size", [128, 64])
@@ -174,7 +136,7 @@ def test_an_unwritable_cache_only_costs_the_export(tmp_path):
     # given a cache "folder" that is a file
     blocker = tmp_path / "cache"
     blocker.write_text("not a folder")
-    generator = random_generator(seed=2)
+    generator = open_gates(seed=2)
     # when
     engine = OnnxEngine(generator, threads=1, cache_dir=blocker / "slsnet")
     # then the engine runs, uncached
@@ -244,6 +206,8 @@ def test_runtime_choices_per_device():
         build_engine(device=torch.device("cuda"), weights=None, runtime="onnx")
     with pytest.raises(EngineError, match="unknown runtime"):
         build_engine(device=CPU, weights=None, runtime="tensorrt")
+    with pytest.raises(EngineError, match="unknown attention form 'flash'"):
+        OnnxEngine(build_generator().eval(), attention="flash")
     # bf16 is a torch-only precision: auto keeps torch for it
     engine = build_engine(device=CPU, weights=None, precision="bf16", runtime="auto", threads=1)
     assert type(engine) is CpuEngine and engine.precision == "bf16"
@@ -256,15 +220,19 @@ def test_bad_runtime_flag_exits_2_with_usage(capsys):
     assert "usage:" in capsys.readouterr().err
 
 
-def test_bench_times_onnxruntime_against_torch(random_engine):
+def test_bench_times_onnxruntime_against_torch(random_engine, cache):
     from stream.bench import Timing, cpu_model_rows
 
     # given the engine's generator and session, at a small size to keep it quick
+    plain = OnnxEngine(random_engine.generator, threads=1, cache_dir=cache, attention="plain")
     rows = cpu_model_rows(random_engine.generator, size=32, timing=Timing(1, 3, 1, 1, 0),
-                          batch=1, onnx=random_engine)
-    # then one ONNX Runtime row at batch 1 with its FPS and its ratio to torch fp32
+                          batch=1, onnx=[random_engine, plain])
+    # then one ONNX Runtime row per form at batch 1, with its FPS and its ratio to torch fp32
     (torch_row,) = [r for r in rows if r.mode == "fp32 eager" and r.p50_ms is not None]
-    (onnx_row,) = [r for r in rows if r.mode == "fp32 onnxruntime"]
-    assert onnx_row.batch == 1 and 0 < onnx_row.p50_ms <= onnx_row.p99_ms
-    ratio = f"{torch_row.p50_ms / onnx_row.p50_ms:.2f}× torch fp32 eager"
-    assert onnx_row.note == f"{1e3 / onnx_row.p50_ms:.1f} FPS, {ratio} (timed alternately)"
+    for mode in ("fp32 onnxruntime", "fp32 onnxruntime, plain attention"):
+        (onnx_row,) = [r for r in rows if r.mode == mode]
+        assert onnx_row.batch == 1 and 0 < onnx_row.p50_ms <= onnx_row.p99_ms
+        ratio = f"{torch_row.p50_ms / onnx_row.p50_ms:.2f}× torch fp32 eager"
+        assert onnx_row.note == f"{1e3 / onnx_row.p50_ms:.1f} FPS, {ratio} (timed alternately)"
+    assert plain.name == "cpu fp32 onnxruntime (plain attention), 1 thread"
+    assert plain.onnx_path != random_engine.onnx_path  # cached apart

@@ -1,0 +1,109 @@
+"""ONNX export: both attention forms are PAM's exact attention, on a copy; the export command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from nets import open_gates
+
+from slsnet import build_generator
+from slsnet.blocks import PAM, pam_reference, plain_attention
+from slsnet.onnx_export import ATTENTIONS, OrtAttention, export_copy, export_onnx, weights_digest
+
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+ROOT = Path(__file__).resolve().parent.parent
+WEIGHTS = ROOT / "weights" / "slsnet_isic2017.pt"
+
+
+@pytest.mark.parametrize("attention", [plain_attention, OrtAttention.apply])
+def test_export_forms_of_pam_are_the_same_attention(attention):
+    # given a PAM with an open gate
+    torch.manual_seed(0)
+    pam = PAM(32).eval()
+    pam.eta.data.fill_(1.0)
+    x = torch.randn(2, 32, 8, 8)
+    # when
+    with torch.inference_mode():
+        fused = pam(x)
+        pam.attention = attention
+        other = pam(x)
+        reference = pam_reference(pam, x)
+    # then: the same numbers (scale 1, no padding)
+    torch.testing.assert_close(other, fused, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(other, reference, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("attention", sorted(ATTENTIONS))
+def test_export_copy_changes_only_the_copy(attention):
+    generator = build_generator().eval()
+    copy = export_copy(generator, attention)
+    assert all(m.attention is ATTENTIONS[attention] for m in copy.modules() if isinstance(m, PAM))
+    assert all(m.attention is None for m in generator.modules() if isinstance(m, PAM))
+    assert weights_digest(copy) == weights_digest(generator)
+    with pytest.raises(ValueError, match="attention must be one of"):
+        export_copy(generator, "flash")
+
+
+@pytest.fixture(scope="module")
+def models():
+    generator = open_gates(seed=3)
+    return generator, {a: export_onnx(generator, attention=a) for a in sorted(ATTENTIONS)}
+
+
+@pytest.mark.parametrize(("attention", "fused_nodes"), [("ort", 6), ("plain", 0)])
+def test_exported_graph_form_and_numbers(models, attention, fused_nodes):
+    # given the same random weights exported in both forms
+    generator, exported = models
+    model = onnx.load_from_string(exported[attention])
+    # then "ort" has one fused attention node per PAM (6), "plain" only standard operators
+    ops = [(n.domain, n.op_type) for n in model.graph.node]
+    assert ops.count(("com.microsoft", "MultiHeadAttention")) == fused_nodes
+    assert all(domain in ("", "ai.onnx") for domain, _ in ops) == (fused_nodes == 0)
+    onnx.checker.check_model(model)
+    # and ONNX Runtime gives torch's probabilities (dynamic batch and size)
+    session = ort.InferenceSession(exported[attention], providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.inference_mode():
+        expected = generator(x).numpy()
+    (got,) = session.run(None, {"x": x.numpy()})
+    assert got.shape == (2, 1, 64, 64)
+    assert np.abs(got - expected).max() < 1e-4
+
+
+def export(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "slsnet.onnx_export", *args], cwd=cwd,
+                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=240)
+
+
+@pytest.mark.timeout(300)
+def test_export_command_writes_a_model_that_runs(tmp_path):
+    if not WEIGHTS.is_file():
+        pytest.skip("no shipped weights")
+    # when
+    out = tmp_path / "slsnet.onnx"
+    proc = export("--weights", str(WEIGHTS), "--out", str(out), "--attention", "plain",
+                  cwd=tmp_path)
+    # then
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith(f"wrote {out} (") and "attention plain" in proc.stdout
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (prob,) = session.run(None, {"x": np.zeros((1, 3, 128, 128), np.float32)})
+    assert prob.shape == (1, 1, 128, 128) and 0 <= prob.min() <= prob.max() <= 1
+    assert [p.name for p in tmp_path.iterdir()] == ["slsnet.onnx"]  # no temp file left
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--out", "missing/x.onnx"], "error: no such folder: missing"),
+    (["--weights", "nope.pt", "--out", "x.onnx"], "error: "),
+])
+def test_export_command_mistakes_are_one_error_line(tmp_path, args, message):
+    proc = export(*args, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1
+    assert not list(tmp_path.iterdir())  # nothing written
