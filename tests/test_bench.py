@@ -1,5 +1,6 @@
 """``python -m stream.bench`` on the CPU: it runs end to end, and its JSON holds real numbers."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -38,6 +39,10 @@ def test_quick_cpu_run_writes_every_section(tmp_path):
         lat = one("model", f"{precision} eager", 1)
         assert 0 < lat["p50_ms"] <= lat["p99_ms"]
         assert one("model", f"{precision} eager", 2)["images_per_s"] > 0
+    if importlib.util.find_spec("onnxruntime") and importlib.util.find_spec("onnx"):
+        forms = {r["mode"]: r for r in rows if r["mode"].startswith("fp32 onnxruntime")}
+        assert set(forms) == {"fp32 onnxruntime", "fp32 onnxruntime, plain attention"}
+        assert all(0 < r["p50_ms"] <= r["p99_ms"] and r["batch"] == 1 for r in forms.values())
     frame = one("frame path", "cpu fp32", 1, "1920×1080")
     assert 0 < frame["p50_ms"] <= frame["p99_ms"]
     plain = one("file", "libx264", None, "plain PyAV")
