@@ -84,6 +84,8 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial + {args.get('l1_weight')}·L1 "
             f"+ {args.get('jaccard_weight')}·Jaccard (last phase; see commands)",
             "augmentation": "h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2 (online)",
+            "weights": (f"exponential moving average of G, decay {args['ema_decay']} per step "
+                        "(last phase)" if args.get("ema_decay") else "G's own weights"),
             "hardware": f"{_cpu_name()}, {args.get('device')} (shared 2-core machine)",
             "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
             "commands": _commands(run),

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
@@ -50,10 +51,17 @@ class Hyper:
     jaccard_weight: float = 0.5  # α
     adversarial_weight: float = 1.0  # weight of BCE(D(x, G(x)), 1)
     amp: bool = False  # bf16 autocast
+    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of G
 
 
 class GANTrainer:
-    """Holds G, D and their optimisers; one ``step`` is backward_d then backward_g."""
+    """Holds G, D and their optimisers; one ``step`` is backward_d then backward_g.
+
+    With ``hyper.ema_decay`` > 0 it also keeps an exponential moving average of G's weights
+    and BatchNorm statistics, updated after every generator step: :attr:`averaged` is the
+    generator to validate and ship (the adversarial game makes the raw weights jitter from step
+    to step; the average does not take part in training).
+    """
 
     def __init__(self, config: SLSNetConfig, hyper: Hyper, device: torch.device) -> None:
         self.config, self.hyper, self.device = config, hyper, device
@@ -63,6 +71,16 @@ class GANTrainer:
         self.opt_d = torch.optim.Adam(
             self.discriminator.parameters(), lr=hyper.lr, betas=hyper.betas
         )
+        self.ema: AveragedModel | None = None
+        if hyper.ema_decay > 0:
+            self.ema = AveragedModel(self.generator, use_buffers=True,
+                                     multi_avg_fn=get_ema_multi_avg_fn(hyper.ema_decay))
+            self.ema.module.eval()
+
+    @property
+    def averaged(self) -> Generator:
+        """The generator to validate and save: the moving average if kept, else G itself."""
+        return self.generator if self.ema is None else self.ema.module
 
     def _autocast(self):
         if not self.hyper.amp:
@@ -100,6 +118,8 @@ class GANTrainer:
         for p in self.discriminator.parameters():
             p.requires_grad_(True)
         self.opt_g.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.generator)
         return losses
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
@@ -122,13 +142,15 @@ class GANTrainer:
             "discriminator": self.discriminator.state_dict(),
             "opt_g": self.opt_g.state_dict(),
             "opt_d": self.opt_d.state_dict(),
-        }
+        } | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
 
     def load_state(self, state: dict) -> None:
         """Inverse of :meth:`state`, except that the learning rate is this trainer's.
 
         An optimiser's state dict carries the learning rate it was saved with; a resume with a
         new ``--lr`` (e.g. a lower rate to finish a run) must not be silently undone by it.
+        A checkpoint without a moving average (saved without ``--ema-decay``) starts the
+        average at the loaded generator.
         """
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
@@ -137,6 +159,11 @@ class GANTrainer:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = self.hyper.lr
+        if self.ema is not None and "ema" in state:
+            self.ema.load_state_dict(state["ema"])
+        elif self.ema is not None:
+            self.ema.module.load_state_dict(self.generator.state_dict())
+            self.ema.n_averaged.fill_(1)
 
 
 def rng_state(rng: np.random.Generator) -> dict:
@@ -180,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--adv-weight", type=float, default=1.0, help="weight of the adversarial term (paper: 1)"
     )
     g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
+    g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
+                   help="validate and save a moving average of G's weights, updated every step "
+                   "with this decay (e.g. 0.998: ~500 steps); 0: off, the paper's setting")
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (checkpoints, log, curves)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -207,6 +237,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     )
 
     console = Console(stderr=True)
+    if not 0 <= args.ema_decay < 1:
+        raise ValueError(f"--ema-decay must be in [0, 1), not {args.ema_decay}")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -226,6 +258,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         jaccard_weight=args.jaccard_weight,
         adversarial_weight=args.adv_weight,
         amp=args.amp,
+        ema_decay=args.ema_decay,
     )
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -278,7 +311,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                 if not console.is_terminal and (i % 25 == 0 or i == len(batches)):
                     console.log(f"epoch {epoch} batch {i}/{len(batches)} {info}")
         train_s = time.perf_counter() - t0
-        val = evaluate_arrays(trainer.generator, val_images, val_masks, device=device).mean()
+        val = evaluate_arrays(trainer.averaged, val_images, val_masks, device=device).mean()
         record = {
             "epoch": epoch,
             **{k: v / len(batches) for k, v in sums.items()},
@@ -290,7 +323,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         if val["jsc"] > best_jsc:
             best_jsc = val["jsc"]
             save_generator(
-                trainer.generator,
+                trainer.averaged,
                 out / "best.pt",
                 meta={"epoch": epoch, "val": val, "args": vars(args)},
             )
@@ -305,7 +338,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         torch.save(state, out / "last.pt.tmp")
         (out / "last.pt.tmp").replace(ckpt_path)
         save_generator(
-            trainer.generator, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
+            trainer.averaged, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
         )
         with open(out / "log.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")

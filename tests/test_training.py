@@ -277,3 +277,78 @@ def test_sigterm_stops_training_cleanly_and_the_run_resumes(tiny_isic, tmp_path)
     done = len(_log(out))
     assert _train(tiny_isic, out, "--epochs", str(done + 1), "--resume") == 0
     assert [r["epoch"] for r in _log(out)] == list(range(1, done + 2))
+
+
+def _batch(seed: int = 0, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, size, size, generator=g) * 2 - 1
+    return x, (torch.rand(2, 1, size, size, generator=g) > 0.5).float()
+
+
+def test_moving_average_of_the_generator_follows_every_step():
+    # given a trainer that keeps a moving average with decay 0.5
+    torch.manual_seed(0)
+    trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(ema_decay=0.5), torch.device("cpu"))
+    weight = lambda g: g.head.weight.detach().clone()  # noqa: E731
+    # when it takes two steps, noting the raw weights after each
+    trainer.step(*_batch(0))
+    w1 = weight(trainer.generator)
+    trainer.step(*_batch(1))
+    w2 = weight(trainer.generator)
+    # then the average is w1 after the first step, blended 0.5/0.5 after the second
+    assert trainer.averaged is not trainer.generator
+    torch.testing.assert_close(weight(trainer.averaged), 0.5 * w1 + 0.5 * w2)
+    assert not torch.equal(w1, w2)
+    # and BatchNorm statistics are averaged too, not left at their initial values
+    bn = [m for m in trainer.averaged.modules() if isinstance(m, torch.nn.BatchNorm2d)][0]
+    assert not torch.equal(bn.running_mean, torch.zeros_like(bn.running_mean))
+    # and without a decay the generator itself is what is validated and saved
+    plain = GANTrainer(SLSNetConfig(input_size=32), Hyper(), torch.device("cpu"))
+    assert plain.averaged is plain.generator and "ema" not in plain.state()
+
+
+def test_moving_average_resumes_and_starts_from_an_older_checkpoint():
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    # given a checkpoint with an average, and one saved without (an older run)
+    with_ema = GANTrainer(SLSNetConfig(input_size=32), Hyper(ema_decay=0.9), cpu)
+    with_ema.step(*_batch(0))
+    with_ema.step(*_batch(1))
+    without = GANTrainer(SLSNetConfig(input_size=32), Hyper(), cpu)
+    without.step(*_batch(2))
+    # when each is resumed with --ema-decay
+    a = GANTrainer(SLSNetConfig(input_size=32), Hyper(ema_decay=0.9), cpu)
+    a.load_state(with_ema.state())
+    b = GANTrainer(SLSNetConfig(input_size=32), Hyper(ema_decay=0.9), cpu)
+    b.load_state(without.state())
+    # then the first continues its average, the second starts it at the loaded generator
+    for name, tensor in with_ema.averaged.state_dict().items():
+        torch.testing.assert_close(a.averaged.state_dict()[name], tensor)
+    for name, tensor in without.generator.state_dict().items():
+        torch.testing.assert_close(b.averaged.state_dict()[name], tensor)
+    assert int(a.ema.n_averaged) == 2 and int(b.ema.n_averaged) == 1
+
+
+@pytest.mark.timeout(300)
+def test_training_with_a_moving_average_saves_it_and_resumes_exactly(tiny_isic, tmp_path):
+    # given one run of two epochs, and one stopped after the first, both with --ema-decay
+    assert _train(tiny_isic, tmp_path / "a", "--epochs", "2", "--ema-decay", "0.9") == 0
+    assert _train(tiny_isic, tmp_path / "b", "--epochs", "1", "--ema-decay", "0.9") == 0
+    assert _train(tiny_isic, tmp_path / "b", "--epochs", "2", "--ema-decay", "0.9",
+                  "--resume") == 0
+    # then the resumed run validates the same average
+    a, b = _log(tmp_path / "a"), _log(tmp_path / "b")
+    assert a[1]["val"] == pytest.approx(b[1]["val"], abs=1e-6)
+    # and the saved generator is the average, not the raw weights
+    ckpt = torch.load(tmp_path / "a" / "last.pt", weights_only=True)
+    saved = load_generator(tmp_path / "a" / "last_generator.pt").state_dict()
+    raw = ckpt["trainer"]["generator"]
+    assert not torch.equal(saved["head.weight"], raw["head.weight"])
+    torch.testing.assert_close(saved["head.weight"], ckpt["trainer"]["ema"]["module.head.weight"])
+
+
+@pytest.mark.parametrize("decay", ["1.0", "-0.1"])
+def test_a_bad_ema_decay_is_one_error_line(tiny_isic, tmp_path, capsys, decay):
+    assert _train(tiny_isic, tmp_path / "run", "--epochs", "1", "--ema-decay", decay) == 2
+    assert capsys.readouterr().err.strip() == f"error: --ema-decay must be in [0, 1), not {decay}"
+    assert not (tmp_path / "run").exists()
