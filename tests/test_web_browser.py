@@ -258,7 +258,7 @@ def test_video_tab_in_the_browser(page, work, shots):
     page.save_screenshot(str(shots / "web_video.png"))
 
 
-@pytest.mark.timeout(60, func_only=True)
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
 def test_a_bad_upload_shows_a_message_in_the_page(page, work):
     # given the Video tab and a text file named like a video
     open_tab(page, "Video")
