@@ -139,7 +139,10 @@ def test_window_shows_the_overlay_and_hud_under_xvfb(xvfb, tmp_path, lesion_ever
         inside = image[(y0 + y1) // 2, (x0 + x1) // 2 + 60].astype(int)
         assert inside[2] > inside[1] + 40  # skin under a red tint
         hud = image[y0 + 4:y0 + 14, x0 + 4:x0 + 80]
-        assert hud.mean() < inside.mean() * 0.6  # the darkened HUD box in the top-left corner
+        # the darkened HUD box in the top-left corner: its background, not its white text, is
+        # darker than the frame's typical (skin) pixel; the moving lesion may be anywhere
+        frame_level = np.median(image[y0:y1, x0:x1].mean(axis=2))
+        assert np.percentile(hud.mean(axis=2), 25) < frame_level * 0.6
         # and Ctrl-C ends it as promised: outputs closed, summary printed, exit status 130
         demo.send_signal(signal.SIGINT)
         out, _ = demo.communicate(timeout=60)
