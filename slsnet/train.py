@@ -159,9 +159,11 @@ class GANTrainer:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = self.hyper.lr
-        if self.ema is not None and "ema" in state:
+        if self.ema is None:
+            return
+        if "ema" in state:
             self.ema.load_state_dict(state["ema"])
-        elif self.ema is not None:
+        else:
             self.ema.module.load_state_dict(self.generator.state_dict())
             self.ema.n_averaged.fill_(1)
 

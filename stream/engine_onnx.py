@@ -75,8 +75,8 @@ def cache_key(generator: Generator, attention: str = "ort") -> str:
     import onnxruntime
 
     parts = [weights_digest(generator), torch.__version__, onnx.__version__,
-             onnxruntime.__version__, f"opset{OPSET}", f"export{EXPORT_VERSION}"]
-    parts += [f"attention-{attention}"] if attention != "ort" else []
+             onnxruntime.__version__, f"opset{OPSET}", f"export{EXPORT_VERSION}",
+             f"attention-{attention}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 

@@ -6,17 +6,21 @@ from slsnet import build_generator
 from slsnet.blocks import CAM, PAM
 
 
-def open_gates(seed: int = 1):
-    """A generator in eval mode with seeded random weights and its attention gates open."""
+def open_gates(seed: int = 1, *, pam: float = 0.7, cam: float = 0.05):
+    """A generator in eval mode with seeded random weights and its attention gates open.
+
+    ``pam`` and ``cam`` are the gate values (η of every PAM, γ of every CAM).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         generator = build_generator().eval()
     # Gates start at 0: open them so that attention counts. An untrained CAM's unscaled C×C
     # softmax is near one-hot and, wide open (γ 0.3), turns float rounding into 5e-4 (torch's
-    # own fused vs plain PAM differ by 2e-5 then): a small γ keeps this about the export.
+    # own fused vs plain PAM differ by 2e-5 then): the small default γ keeps the ONNX tests about
+    # the export.
     for m in generator.modules():
         if isinstance(m, PAM):
-            m.eta.data.fill_(0.7)
+            m.eta.data.fill_(pam)
         if isinstance(m, CAM):
-            m.gamma.data.fill_(0.05)
+            m.gamma.data.fill_(cam)
     return generator

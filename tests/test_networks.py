@@ -1,5 +1,6 @@
 import pytest
 import torch
+from nets import open_gates
 
 from slsnet import SLSNetConfig, build_discriminator, build_generator
 from slsnet.blocks import CAM, PAM, pam_reference
@@ -91,12 +92,7 @@ def test_pam_is_unscaled():
 def test_bf16_forward_on_cpu_has_no_nan():
     # given: trained-like gates and large activations, where a plain fp16 bmm overflows
     torch.manual_seed(3)
-    gen = build_generator().eval()
-    for m in gen.modules():
-        if isinstance(m, PAM):
-            m.eta.data.fill_(0.5)
-        if isinstance(m, CAM):
-            m.gamma.data.fill_(0.5)
+    gen = open_gates(seed=3, pam=0.5, cam=0.5)
     x = 4 * torch.randn(2, 3, 64, 64)
     # when
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
