@@ -262,7 +262,9 @@ def test_sigterm_stops_training_cleanly_and_the_run_resumes(tiny_isic, tmp_path)
                             text=True, env={**os.environ, "PYTHONPATH": str(root)})
     try:
         deadline = time.monotonic() + 240
-        while not (out / "last.pt").exists() and time.monotonic() < deadline:
+        # the epoch's log line is written after last.pt (see the issue note on that window)
+        while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()
+                   ) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()[1][-2000:]
             time.sleep(0.2)
         # when a scheduler (or `kill`) sends SIGTERM
