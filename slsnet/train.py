@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -272,6 +272,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         set_rng_state(rng, ckpt["rng"])
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
         console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
+        trim_log(out / "log.jsonl", start_epoch)
     (out / "args.json").write_text(json.dumps(vars(args) | {"config": config.to_dict()}, indent=2))
     with open(out / "commands.jsonl", "a") as f:  # every invocation, so phases stay on record
         record = {
@@ -322,28 +323,31 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             "val": val,
             "time": time.time(),
         }
-        if val["jsc"] > best_jsc:
-            best_jsc = val["jsc"]
+        with signals_held():  # a Ctrl-C or SIGTERM here lands after the epoch is on disk
+            if val["jsc"] > best_jsc:
+                best_jsc = val["jsc"]
+                save_generator(
+                    trainer.averaged,
+                    out / "best.pt",
+                    meta={"epoch": epoch, "val": val, "args": vars(args)},
+                )
             save_generator(
-                trainer.averaged,
-                out / "best.pt",
-                meta={"epoch": epoch, "val": val, "args": vars(args)},
+                trainer.averaged, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
             )
-        state = {
-            "trainer": trainer.state(),
-            "rng": rng_state(rng),
-            "epoch": epoch,
-            "best_jsc": best_jsc,
-            "config": config.to_dict(),
-            "args": vars(args),
-        }
-        torch.save(state, out / "last.pt.tmp")
-        (out / "last.pt.tmp").replace(ckpt_path)
-        save_generator(
-            trainer.averaged, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
-        )
-        with open(out / "log.jsonl", "a") as f:
-            f.write(json.dumps(record) + "\n")
+            # the log line first, then last.pt as the commit: after a crash between the two,
+            # --resume drops the line of the epoch that last.pt does not hold
+            with open(out / "log.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
+            state = {
+                "trainer": trainer.state(),
+                "rng": rng_state(rng),
+                "epoch": epoch,
+                "best_jsc": best_jsc,
+                "config": config.to_dict(),
+                "args": vars(args),
+            }
+            torch.save(state, out / "last.pt.tmp")
+            (out / "last.pt.tmp").replace(ckpt_path)
         draw_curves(out / "log.jsonl", out / "curves.png")
         console.log(
             f"epoch {epoch}: G {record['g_total']:.4f} D {record['d_total']:.4f} "
@@ -351,6 +355,34 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})"
         )
     return record
+
+
+@contextmanager
+def signals_held():
+    """Defer SIGINT and SIGTERM until the block ends, then let them act as they would have."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in caught[:1]:
+            signal.raise_signal(sig)
+
+
+def trim_log(path: Path, last_epoch: int) -> None:
+    """Drop the lines of ``path`` for epochs after ``last_epoch`` (not in the checkpoint)."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["epoch"] <= last_epoch]
+    if len(kept) != len(lines):
+        path.write_text("".join(kept))
 
 
 def _stop(signum, frame) -> None:

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+import slsnet.train
 from slsnet import SLSNetConfig, build_generator, load_generator
 from slsnet.card import main as card_main
 from slsnet.evaluate import main as evaluate_main
@@ -262,7 +263,7 @@ def test_sigterm_stops_training_cleanly_and_the_run_resumes(tiny_isic, tmp_path)
                             text=True, env={**os.environ, "PYTHONPATH": str(root)})
     try:
         deadline = time.monotonic() + 240
-        # the epoch's log line is written after last.pt (see the issue note on that window)
+        # the epoch's log line (written just before last.pt, with signals held until both are)
         while not ((out / "log.jsonl").exists() and (out / "log.jsonl").read_text().strip()
                    ) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.communicate()[1][-2000:]
@@ -279,6 +280,39 @@ def test_sigterm_stops_training_cleanly_and_the_run_resumes(tiny_isic, tmp_path)
     done = len(_log(out))
     assert _train(tiny_isic, out, "--epochs", str(done + 1), "--resume") == 0
     assert [r["epoch"] for r in _log(out)] == list(range(1, done + 2))
+
+
+@pytest.mark.timeout(300)
+def test_a_signal_during_the_epoch_writes_waits_for_them(tiny_isic, tmp_path, monkeypatch):
+    # given SIGTERM arriving while the first epoch's files are being written
+    real_save = slsnet.train.save_generator
+
+    def save_then_signal(*args, **kwargs):
+        path = real_save(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return path
+
+    monkeypatch.setattr(slsnet.train, "save_generator", save_then_signal)
+    out = tmp_path / "run"
+    # when / then: training stops as after Ctrl-C, but only once the epoch is all on disk
+    assert _train(tiny_isic, out, "--epochs", "3") == 130
+    assert [r["epoch"] for r in _log(out)] == [1]
+    assert torch.load(out / "last.pt", weights_only=True)["epoch"] == 1
+    assert load_generator(out / "last_generator.pt") is not None
+
+
+def test_resume_drops_log_lines_the_checkpoint_does_not_hold(tiny_isic, tmp_path):
+    # given a run whose log got a line for an epoch that never reached last.pt (a crash)
+    out = tmp_path / "run"
+    assert _train(tiny_isic, out, "--epochs", "1") == 0
+    with open(out / "log.jsonl", "a") as f:
+        f.write(json.dumps({"epoch": 2, "val": {"jsc": 0.99}}) + "\n")
+    # when it resumes
+    assert _train(tiny_isic, out, "--epochs", "2", "--resume") == 0
+    # then epoch 2 is on record once, as trained
+    log = _log(out)
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert log[1]["val"]["jsc"] != 0.99
 
 
 def _batch(seed: int = 0, size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
