@@ -11,21 +11,13 @@ Examples::
 All flags: ``python demo.py --help``. The parser and the wiring live in :mod:`stream.cli`.
 """
 
-import gc
-import sys
-
 from stream import interrupts
 
 interrupts.watch()  # before torch: a Ctrl-C while it imports is not lost
 try:
     from stream.cli import main
 except KeyboardInterrupt:  # Ctrl-C during the seconds that importing torch takes
-    print("interrupted", file=sys.stderr)
-    sys.exit(130)
+    interrupts.leave(130, "interrupted")
 
 if __name__ == "__main__":
-    status = main(prog="demo.py")
-    # Everything is closed by now. Skip the interpreter's last garbage collection over torch's and
-    # Gradio's object graphs: it took seconds (12 s under load) after a web server's Ctrl-C.
-    gc.freeze()
-    sys.exit(status)
+    interrupts.leave(main(prog="demo.py"))

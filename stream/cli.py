@@ -289,5 +289,6 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
         print(f"error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:  # Ctrl-C before the pipeline took over the signal
+        interrupts.ignore()  # a second press while this is printed changes nothing
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

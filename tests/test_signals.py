@@ -116,6 +116,27 @@ def test_ctrl_c_during_start_up_is_one_word_and_exit_130(tmp_path):
     assert not run.has_traceback and "interrupted" in run.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_pressed_again_and_again_is_still_one_word_and_exit_130(tmp_path):
+    # an impatient user: Ctrl-C every 50 ms from the moment torch loads until the demo is gone
+    clip = write_clip(tmp_path / "exam.mp4", frames=30, size_wh=(96, 64))
+    proc = start_demo("--video", clip.path, "--csv", tmp_path / "o.csv")
+
+    def importing_torch() -> bool:
+        maps = Path(f"/proc/{proc.pid}/maps")
+        return maps.exists() and "libtorch" in maps.read_text()
+
+    wait_for(importing_torch, timeout=120, proc=proc, what="torch to load")
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    run = finish(proc, timeout=10)
+    assert run.rc == 130, run.stderr
+    assert not run.has_traceback and "interrupted" in run.stderr
+
+
 SWALLOWING_CHILD = """
 import os, signal, sys, time
 from stream import interrupts
