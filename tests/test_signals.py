@@ -99,17 +99,22 @@ def test_sigkill_mid_write_leaves_an_mp4_that_plays_up_to_its_last_fragment(tmp_
     assert 1 <= len(playable_pts(masks)) <= rows  # the mask video too, up to its last cluster
 
 
-@pytest.mark.slow
-@pytest.mark.timeout(300)
-def test_ctrl_c_during_start_up_is_one_word_and_exit_130(tmp_path):
-    clip = write_clip(tmp_path / "exam.mp4", frames=30, size_wh=(96, 64))
-    proc = start_demo("--video", clip.path, "--csv", tmp_path / "o.csv")
+def wait_for_torch(proc: subprocess.Popen) -> None:
+    """Wait until ``proc`` is importing torch (its library is mapped): start-up is under way."""
 
     def importing_torch() -> bool:
         maps = Path(f"/proc/{proc.pid}/maps")
         return maps.exists() and "libtorch" in maps.read_text()
 
     wait_for(importing_torch, timeout=120, proc=proc, what="torch to load")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ctrl_c_during_start_up_is_one_word_and_exit_130(tmp_path):
+    clip = write_clip(tmp_path / "exam.mp4", frames=30, size_wh=(96, 64))
+    proc = start_demo("--video", clip.path, "--csv", tmp_path / "o.csv")
+    wait_for_torch(proc)
     proc.send_signal(signal.SIGINT)
     run = finish(proc, timeout=120)
     assert run.rc == 130, run.stderr
@@ -122,12 +127,7 @@ def test_ctrl_c_pressed_again_and_again_is_still_one_word_and_exit_130(tmp_path)
     # an impatient user: Ctrl-C every 50 ms from the moment torch loads until the demo is gone
     clip = write_clip(tmp_path / "exam.mp4", frames=30, size_wh=(96, 64))
     proc = start_demo("--video", clip.path, "--csv", tmp_path / "o.csv")
-
-    def importing_torch() -> bool:
-        maps = Path(f"/proc/{proc.pid}/maps")
-        return maps.exists() and "libtorch" in maps.read_text()
-
-    wait_for(importing_torch, timeout=120, proc=proc, what="torch to load")
+    wait_for_torch(proc)
     deadline = time.monotonic() + 120
     while proc.poll() is None and time.monotonic() < deadline:
         proc.send_signal(signal.SIGINT)
