@@ -191,6 +191,50 @@ class Optics:
         return cv2.cvtColor(np.clip(img, 0, 255).astype(np.uint8), cv2.COLOR_RGB2BGR)
 
 
+def _lesion_mask(mask: np.ndarray, still_hw: tuple[int, int]) -> np.ndarray:
+    """``mask`` as an H×W bool array the size of the still (0/1 or 0/255 input)."""
+    m = np.asarray(mask) > (127 if np.asarray(mask).dtype == np.uint8 and mask.max() > 1 else 0)
+    sh, sw = still_hw
+    if m.shape != (sh, sw):
+        m = cv2.resize(m.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
+    return m
+
+
+def _exposure_poses(m: np.ndarray, motion: str, fps: float, seconds: float,
+                    seed: int) -> list[list[Pose]]:
+    """Per frame, the camera poses over its exposure (odd count; the middle one is the frame's)."""
+    n = max(1, round(seconds * fps))
+    sh, sw = m.shape
+    ys, xs = np.nonzero(m)
+    anchor = (xs.mean() / sw, ys.mean() / sh) if len(xs) else (0.5, 0.5)
+    # Sub-frame times spanning the exposure of each frame, for motion blur.
+    sub = np.linspace(-EXPOSURE / 2, EXPOSURE / 2, 9)
+    times = (np.arange(n)[:, None] + sub[None, :]) / fps
+    poses = trajectory(motion, times.ravel(), anchor, seed)
+    return [poses[i * len(sub) : (i + 1) * len(sub)] for i in range(n)]
+
+
+def sweep_views(
+    image_rgb: np.ndarray,
+    mask: np.ndarray,
+    *,
+    motion: str = "sweep",
+    size_wh: tuple[int, int] = (640, 480),
+    fps: float = 30.0,
+    seconds: float = 10.0,
+    seed: int = 0,
+) -> list[np.ndarray]:
+    """The view of each frame of :func:`sweep` (same arguments), as :func:`view_matrix` gives it.
+
+    With them, a mask of frame ``t − 1`` can be moved to where frame ``t`` sees the same skin
+    (:func:`stream.temporal_metrics.frame_steps`): what changes beyond that is not motion.
+    """
+    m = _lesion_mask(mask, image_rgb.shape[:2])
+    still_wh = (image_rgb.shape[1], image_rgb.shape[0])
+    return [view_matrix(row[len(row) // 2], still_wh, size_wh)
+            for row in _exposure_poses(m, motion, fps, seconds, seed)]
+
+
 def sweep(
     image_rgb: np.ndarray,
     mask: np.ndarray,
@@ -215,24 +259,15 @@ def sweep(
     Yields:
         (frame, truth): H×W×3 uint8 BGR and H×W uint8 {0, 1}, one pair per frame.
     """
-    n = max(1, round(seconds * fps))
     sh, sw = image_rgb.shape[:2]
-    m = np.asarray(mask) > (127 if np.asarray(mask).dtype == np.uint8 and mask.max() > 1 else 0)
-    if m.shape != (sh, sw):
-        m = cv2.resize(m.astype(np.uint8), (sw, sh), interpolation=cv2.INTER_NEAREST) > 0
-    ys, xs = np.nonzero(m)
-    anchor = (xs.mean() / sw, ys.mean() / sh) if len(xs) else (0.5, 0.5)
-    # Sub-frame times spanning the exposure of each frame, for motion blur.
-    sub = np.linspace(-EXPOSURE / 2, EXPOSURE / 2, 9)
-    times = (np.arange(n)[:, None] + sub[None, :]) / fps
-    poses = trajectory(motion, times.ravel(), anchor, seed)
-    optics = Optics(size_wh, n, fps, flicker=motion == "flicker", seed=seed)
+    m = _lesion_mask(mask, (sh, sw))
+    rows = _exposure_poses(m, motion, fps, seconds, seed)
+    optics = Optics(size_wh, len(rows), fps, flicker=motion == "flicker", seed=seed)
     still = image_rgb.astype(np.float32)
     truth_src = m.astype(np.float32)
     w, h = size_wh
-    for i in range(n):
-        row = poses[i * len(sub) : (i + 1) * len(sub)]
-        mid = view_matrix(row[len(sub) // 2], (sw, sh), size_wh)
+    for i, row in enumerate(rows):
+        mid = view_matrix(row[len(row) // 2], (sw, sh), size_wh)
         # As many exposure samples as the image moves in pixels (1 when it is still).
         corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64).T
         first, last = (
@@ -240,8 +275,8 @@ def sweep(
             view_matrix(row[-1], (sw, sh), size_wh),
         )
         travel = np.abs((last - first) @ corners).max() * max(w / sw, h / sh) * row[0].zoom
-        k = int(np.clip(math.ceil(travel), 1, len(sub)))
-        picks = [row[j] for j in np.linspace(0, len(sub) - 1, k).round().astype(int)]
+        k = int(np.clip(math.ceil(travel), 1, len(row)))
+        picks = [row[j] for j in np.linspace(0, len(row) - 1, k).round().astype(int)]
         rgb = sum(_warp(still, view_matrix(p, (sw, sh), size_wh), size_wh) for p in picks) / k
         truth = (_warp(truth_src, mid, size_wh) >= 0.5).astype(np.uint8)
         yield optics(rgb, i), truth

@@ -34,7 +34,7 @@ from stream.engine import EngineError, WeightsError, build_engine, find_default_
 from stream.frame import Frame
 from stream.postprocess import prob_to_mask
 from stream.smoothing import DEFAULT_MODE, build_smoother, resolve_mode
-from stream.temporal_metrics import score_clip
+from stream.temporal_metrics import frame_steps, score_clip
 from stream.temporal_report import markdown, print_report, summarise, verdict
 
 MOTIONS = ("slow_pan", "fast_pan", "zoom", "rotation", "jitter", "flicker")
@@ -229,17 +229,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     for n, pair in enumerate(pairs):
         rgb, mask = read_rgb(pair.image), read_mask(pair.mask)
         for motion in motions:
-            clip = list(
-                synth.sweep(
-                    rgb,
-                    mask,
-                    motion=motion,
-                    size_wh=args.size,
-                    fps=args.fps,
-                    seconds=args.seconds,
-                    seed=n,
-                )
-            )
+            sweep_args = dict(motion=motion, size_wh=args.size, fps=args.fps,
+                              seconds=args.seconds, seed=n)
+            clip = list(synth.sweep(rgb, mask, **sweep_args))
+            steps = frame_steps(synth.sweep_views(rgb, mask, **sweep_args))
             if net_ms is None:
                 net_ms = latency_ms(engine, clip[0][0])
             key = cache / f"{_clip_key(pair.image, motion, args, weights)}.npy" if cache else None
@@ -257,7 +250,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
                         "image": pair.image.stem,
                         "motion": motion,
                         "label": label,
-                        **score_clip(masks, truths),
+                        **score_clip(masks, truths, steps),
                         **extras,
                     }
                 )

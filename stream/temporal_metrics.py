@@ -4,17 +4,32 @@ Flicker is the mean of ``1 − IoU`` between consecutive masks. A lesion that mo
 truth flicker, so the number that a smoother should cut is the *excess* flicker: that of the
 predictions minus that of the truth over the same frames. Two empty masks agree perfectly
 (IoU 1), as in ``slsnet.metrics``.
+
+That difference assumes the prediction is about the truth's size: a stable mask much smaller
+than the lesion, carried along by a fast pan, overlaps itself less from frame to frame than the
+large truth does, and its motion alone counts as excess. Where the camera's motion is known
+(synthetic sweeps), the *residual* flicker undoes it: each mask is compared with the one before
+it moved to where this frame sees the same skin, so a mask that only moves scores 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
 from slsnet.metrics import confusion, scores
 
-CLIP_METRICS = ("jsc", "dsc", "flicker", "truth_flicker", "excess_flicker")
+CLIP_METRICS = (
+    "jsc",
+    "dsc",
+    "flicker",
+    "truth_flicker",
+    "excess_flicker",
+    "residual_flicker",
+    "truth_residual_flicker",
+)
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -33,16 +48,54 @@ def flicker(masks: Sequence[np.ndarray]) -> float:
     return float(np.mean([1.0 - iou(masks[t - 1], masks[t]) for t in range(1, len(masks))]))
 
 
-def score_clip(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dict[str, float]:
+def frame_steps(views: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Camera motion between frames, from each frame's view (2×3, frame pixel → scene point).
+
+    Returns:
+        T − 1 2×3 affines: entry ``t − 1`` takes a pixel of frame ``t`` to the pixel of frame
+        ``t − 1`` that shows the same scene point (a ``cv2.WARP_INVERSE_MAP`` matrix).
+    """
+    square = [np.vstack([np.asarray(v, np.float64), [0.0, 0.0, 1.0]]) for v in views]
+    return [(np.linalg.inv(square[t - 1]) @ square[t])[:2] for t in range(1, len(square))]
+
+
+def residual_flicker(masks: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -> float:
+    """Mean ``1 − IoU`` of each mask and the previous one moved along ``steps`` (frame_steps).
+
+    Only the pixels that both frames see count (skin that enters the view has no past).
+    """
+    if len(steps) != len(masks) - 1:
+        raise ValueError(f"{len(steps)} steps for {len(masks)} masks (need one fewer)")
+    values = []
+    for t in range(1, len(masks)):
+        now = np.asarray(masks[t]) > 0
+        h, w = now.shape
+        flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        step = np.asarray(steps[t - 1], np.float64)
+        before = cv2.warpAffine((np.asarray(masks[t - 1]) > 0).astype(np.uint8), step, (w, h),
+                                flags=flags, borderValue=0) > 0
+        seen = cv2.warpAffine(np.ones((h, w), np.uint8), step, (w, h), flags=flags,
+                              borderValue=0) > 0
+        values.append(1.0 - iou(before & seen, now & seen))
+    return float(np.mean(values)) if values else 0.0
+
+
+def score_clip(
+    preds: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    steps: Sequence[np.ndarray] | None = None,
+) -> dict[str, float]:
     """Scores of one clip.
 
     Args:
         preds: T predicted H×W masks (non-zero = lesion).
         truths: T truth masks of the same sizes.
+        steps: the camera's motion between frames (:func:`frame_steps`), where it is known.
 
     Returns:
         ``jsc`` and ``dsc`` (means over frames), ``flicker`` of the predictions,
-        ``truth_flicker``, ``excess_flicker`` (their difference) and ``frames``.
+        ``truth_flicker``, ``excess_flicker`` (their difference), ``residual_flicker`` and
+        ``truth_residual_flicker`` (NaN without ``steps``) and ``frames``.
     """
     if len(preds) != len(truths):
         raise ValueError(f"{len(preds)} predictions for {len(truths)} truth masks")
@@ -53,12 +106,15 @@ def score_clip(preds: Sequence[np.ndarray], truths: Sequence[np.ndarray]) -> dic
         for p, t in zip(preds, truths, strict=True)
     ]
     f_pred, f_truth = flicker(preds), flicker(truths)
+    nan = float("nan")
     return {
         "jsc": float(np.mean([s["jsc"] for s in per_frame])),
         "dsc": float(np.mean([s["dsc"] for s in per_frame])),
         "flicker": f_pred,
         "truth_flicker": f_truth,
         "excess_flicker": f_pred - f_truth,
+        "residual_flicker": nan if steps is None else residual_flicker(preds, steps),
+        "truth_residual_flicker": nan if steps is None else residual_flicker(truths, steps),
         "frames": float(len(preds)),
     }
 
@@ -67,7 +123,7 @@ def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     """Mean of each of ``CLIP_METRICS`` over clips (each clip weighs the same); ``clips`` counts."""
     if not rows:
         return {**dict.fromkeys(CLIP_METRICS, float("nan")), "clips": 0.0}
-    out = {k: float(np.mean([r[k] for r in rows])) for k in CLIP_METRICS}
+    out = {k: float(np.mean([r.get(k, np.nan) for r in rows])) for k in CLIP_METRICS}
     out["clips"] = float(len(rows))
     return out
 
@@ -80,3 +136,10 @@ def flicker_reduction(smoothed: dict[str, float], raw: dict[str, float]) -> floa
     if raw["excess_flicker"] <= 0:
         return 0.0
     return 1.0 - smoothed["excess_flicker"] / raw["excess_flicker"]
+
+
+def residual_cut(smoothed: dict[str, float], raw: dict[str, float]) -> float:
+    """Fraction of the raw residual flicker that smoothing removed (NaN where it is unknown)."""
+    if not raw["residual_flicker"] > 0:
+        return float("nan") if np.isnan(raw["residual_flicker"]) else 0.0
+    return 1.0 - smoothed["residual_flicker"] / raw["residual_flicker"]

@@ -6,7 +6,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from stream.temporal_metrics import flicker_reduction, mean_rows
+from stream.temporal_metrics import flicker_reduction, mean_rows, residual_cut
 
 EXTRAS = ("net_share", "interval", "smooth_ms")
 
@@ -67,6 +67,8 @@ COLUMNS = (
     "truth flicker",
     "excess",
     "excess cut",
+    "residual",
+    "residual cut",
     "net frames",
     "k",
     "smooth ms",
@@ -84,6 +86,8 @@ def _cells(label: str, r: dict, off: dict | None) -> list[str]:
         f"{r['truth_flicker']:.4f}",
         f"{r['excess_flicker']:+.4f}",
         f"{flicker_reduction(r, off):.0%}" if off and label != "off" else "—",
+        f"{r['residual_flicker']:.4f}",
+        f"{residual_cut(r, off):.0%}" if off and label != "off" else "—",
         f"{r['net_share']:.0%}",
         f"{r['interval']:.1f}",
         f"{r['smooth_ms']:.2f}",

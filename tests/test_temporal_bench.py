@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 
 from stream import temporal_bench
-from stream.synth import synthetic_still
-from stream.temporal_metrics import flicker, flicker_reduction, iou, mean_rows, score_clip
+from stream.synth import sweep, sweep_views, synthetic_still
+from stream.temporal_metrics import (
+    flicker,
+    flicker_reduction,
+    frame_steps,
+    iou,
+    mean_rows,
+    residual_flicker,
+    score_clip,
+)
 from stream.temporal_report import markdown, summarise, verdict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +69,51 @@ def test_score_clip_separates_motion_from_flicker():
     assert s["frames"] == 5
     with pytest.raises(ValueError):
         score_clip(preds[:2], truths)
+
+
+def shift(dx: float, dy: float = 0.0) -> np.ndarray:
+    """A view that looks dx, dy pixels further along (frame pixel → scene point)."""
+    return np.array([[1.0, 0.0, dx], [0.0, 1.0, dy]])
+
+
+def test_residual_flicker_undoes_the_cameras_motion():
+    # given a camera panning 5 px per frame over a still lesion: the square moves back 5 px
+    views = [shift(5 * t) for t in range(3)]
+    steps = frame_steps(views)
+    moving = [square(10, 5), square(5, 5), square(0, 5)]
+    # then a mask that only moves with the scene has no residual flicker, though plenty of flicker
+    assert flicker(moving) == pytest.approx(1 - 50 / 150)
+    assert residual_flicker(moving, steps) == pytest.approx(0.0)
+    # and one that blinks keeps all of it
+    blink = [moving[0], np.zeros_like(moving[1]), moving[2]]
+    assert residual_flicker(blink, steps) == pytest.approx(1.0)
+    # a mask that stays put on screen while the scene moves under it: only the pixels both
+    # frames see count (the 5 px that enter the view have no past)
+    fixed = [square(10, 5)] * 3
+    seen_overlap = 1 - 50 / 150  # the same square against itself moved 5 px
+    assert residual_flicker(fixed, steps) == pytest.approx(seen_overlap)
+    with pytest.raises(ValueError, match="steps"):
+        residual_flicker(moving, steps[:1])
+    assert np.isnan(score_clip(moving, moving)["residual_flicker"])
+    assert score_clip(moving, moving, steps)["truth_residual_flicker"] == pytest.approx(0.0)
+
+
+def test_a_small_stable_mask_on_a_fast_pan_flickers_only_by_the_plain_measure():
+    # given a real fast pan over a lesion, and a mask a quarter of the lesion's size that
+    # follows the scene exactly (a network that is wrong about the size but perfectly stable)
+    rgb, mask = synthetic_still(seed=3)
+    small = cv2.erode((mask > 0).astype(np.uint8), np.ones((41, 41), np.uint8))
+    args = dict(motion="fast_pan", size_wh=(160, 120), fps=30, seconds=0.5, seed=0)
+    truths = [t for _, t in sweep(rgb, mask, **args)]
+    stable = [t for _, t in sweep(rgb, small, **args)]
+    steps = frame_steps(sweep_views(rgb, mask, **args))
+    assert 0 < np.mean([m.mean() for m in stable]) < 0.5 * np.mean([t.mean() for t in truths])
+    s = score_clip(stable, truths, steps)
+    # then the plain measure counts its motion as excess flicker; the residual one keeps only
+    # resampling noise at the small mask's edge (the truth's own is 0.012)
+    assert s["excess_flicker"] > 0.06
+    assert s["truth_residual_flicker"] < 0.02
+    assert s["residual_flicker"] - s["truth_residual_flicker"] < s["excess_flicker"] / 3
 
 
 def test_flicker_reduction_and_means():

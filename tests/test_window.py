@@ -110,6 +110,16 @@ def wait_for_overlay(display: str, demo: subprocess.Popen, shot: Path, timeout: 
     return None
 
 
+def no_overlay(display: str, demo: subprocess.Popen) -> str:
+    """What to say when no overlay came: the X windows there, and what the demo printed."""
+    env = {**os.environ, "DISPLAY": display}
+    tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True,
+                          text=True, timeout=30).stdout if shutil.which("xwininfo") else "?"
+    if demo.poll() is None:
+        demo.kill()
+    return f"no overlay on screen; X windows:\n{tree}\ndemo said:\n{demo.communicate()[0]}"
+
+
 def test_no_display_is_reported_without_touching_qt(monkeypatch):
     monkeypatch.delenv("DISPLAY", raising=False)
     assert display_problem() == "DISPLAY is not set"
@@ -131,7 +141,7 @@ def test_window_shows_the_overlay_and_hud_under_xvfb(xvfb, tmp_path, lesion_ever
     try:
         # when the window has drawn a few frames
         image = wait_for_overlay(xvfb, demo, tmp_path / "screen.png")
-        assert image is not None, f"no overlay on screen; demo said:\n{demo.communicate()[0]}"
+        assert image is not None, no_overlay(xvfb, demo)
         # then the screen shows the tinted frame, the yellow contour and the dark HUD box
         ys, xs = np.nonzero(np.abs(image.astype(np.int16) - CONTOUR_BGR).max(axis=2) < 40)
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
@@ -163,7 +173,8 @@ def test_keys_save_a_snapshot_and_quit(xvfb, tmp_path, lesion_everywhere):
     demo = start_demo(xvfb, clip.path, lesion_everywhere, tmp_path, "--realtime")
     env = {**os.environ, "DISPLAY": xvfb}
     try:
-        assert wait_for_overlay(xvfb, demo, tmp_path / "screen.png") is not None
+        assert wait_for_overlay(xvfb, demo, tmp_path / "screen.png") is not None, no_overlay(
+            xvfb, demo)
 
         def press(key: str) -> None:
             # windowfocus, not windowactivate: Xvfb runs no window manager
