@@ -376,11 +376,21 @@ def signals_held():
 
 
 def trim_log(path: Path, last_epoch: int) -> None:
-    """Drop the lines of ``path`` for epochs after ``last_epoch`` (not in the checkpoint)."""
+    """Drop the lines of ``path`` that the checkpoint does not hold.
+
+    Those are the epochs after ``last_epoch``, and a line cut short by a crash as it was written.
+    """
     if not path.is_file():
         return
     lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if json.loads(line)["epoch"] <= last_epoch]
+
+    def held(line: str) -> bool:
+        try:
+            return json.loads(line)["epoch"] <= last_epoch
+        except (ValueError, KeyError, TypeError):
+            return False
+
+    kept = [line for line in lines if held(line)]
     if len(kept) != len(lines):
         path.write_text("".join(kept))
 

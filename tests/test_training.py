@@ -307,6 +307,7 @@ def test_resume_drops_log_lines_the_checkpoint_does_not_hold(tiny_isic, tmp_path
     assert _train(tiny_isic, out, "--epochs", "1") == 0
     with open(out / "log.jsonl", "a") as f:
         f.write(json.dumps({"epoch": 2, "val": {"jsc": 0.99}}) + "\n")
+        f.write('{"epoch": 3, "val": {"js')  # and a line a crash cut short
     # when it resumes
     assert _train(tiny_isic, out, "--epochs", "2", "--resume") == 0
     # then epoch 2 is on record once, as trained
