@@ -91,6 +91,8 @@ class LoopingSource(Source):
             if inner.error is not None:
                 raise inner.error
             if last is None:
+                if stop.is_set():  # stopped as this pass began: the end, not a broken clip
+                    break
                 raise PipelineError(f"{self.info.name}: a pass gave no frame")
             offset += last - first + self._step
             self.passes += 1

@@ -7,7 +7,7 @@ import time
 import pytest
 from media import read_index, write_clip
 
-from stream.queues import EOS
+from stream.queues import EOS, FrameQueue
 from stream.soak import LoopingSource, Sample, main, rss_mb, verdict
 from stream.stats import PipelineStats
 
@@ -80,3 +80,33 @@ def test_run_statistics_stay_small_over_a_long_run():
     assert grown < 12
     summary = stats.summary()
     assert summary.latency["infer"][0] == pytest.approx(1.5)
+
+
+class _StoppedPass:
+    """A decoding pass that saw the stop as it started: its queue holds only the end."""
+
+    def __init__(self) -> None:
+        self.queue = FrameQueue(2, "lossless")
+        self.error = None
+
+    def start(self, stop: threading.Event) -> None:
+        stop.set()
+        self.queue.put(EOS, threading.Event())
+
+    def join(self, timeout: float) -> bool:
+        return True
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_between_two_passes_ends_the_loop_quietly(tmp_path):
+    # given a looping source whose stop comes as its second pass starts, before that pass has
+    # given a frame (the soak's end, or Ctrl-C, can fall there)
+    clip = write_clip(tmp_path / "c.mp4", frames=3, size_wh=(64, 48))
+    source = LoopingSource(clip.path, queue_size=16)  # room for every frame: no consumer here
+    stop = threading.Event()
+    first_pass = source._open_pass
+    passes = iter([first_pass, _StoppedPass])
+    source._open_pass = lambda: next(passes)()
+    # when the loop runs, then it ends without an error, the first pass whole
+    source._run(stop)
+    assert source.passes == 1 and source._decoded == 3
