@@ -14,7 +14,7 @@ import signal
 import sys
 import threading
 import time
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,14 @@ from slsnet.evaluate import evaluate_arrays
 from slsnet.export import save_generator
 from slsnet.generator import Generator, build_generator
 from slsnet.losses import DiscriminatorLosses, GeneratorLosses, discriminator_loss, generator_loss
+from slsnet.run_files import (
+    append_log,
+    commit_checkpoint,
+    rng_state,
+    set_rng_state,
+    signals_held,
+    trim_log,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -166,22 +174,6 @@ class GANTrainer:
         else:
             self.ema.module.load_state_dict(self.generator.state_dict())
             self.ema.n_averaged.fill_(1)
-
-
-def rng_state(rng: np.random.Generator) -> dict:
-    """Torch (CPU and CUDA) and numpy RNG states, for an exact resume."""
-    state = {"torch": torch.get_rng_state(), "numpy": rng.bit_generator.state}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(rng: np.random.Generator, state: dict) -> None:
-    """Inverse of :func:`rng_state`."""
-    torch.set_rng_state(state["torch"])
-    rng.bit_generator.state = state["numpy"]
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -336,8 +328,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             )
             # the log line first, then last.pt as the commit: after a crash between the two,
             # --resume drops the line of the epoch that last.pt does not hold
-            with open(out / "log.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+            append_log(out / "log.jsonl", record)
             state = {
                 "trainer": trainer.state(),
                 "rng": rng_state(rng),
@@ -346,8 +337,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                 "config": config.to_dict(),
                 "args": vars(args),
             }
-            torch.save(state, out / "last.pt.tmp")
-            (out / "last.pt.tmp").replace(ckpt_path)
+            commit_checkpoint(ckpt_path, state)
         draw_curves(out / "log.jsonl", out / "curves.png")
         console.log(
             f"epoch {epoch}: G {record['g_total']:.4f} D {record['d_total']:.4f} "
@@ -355,44 +345,6 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})"
         )
     return record
-
-
-@contextmanager
-def signals_held():
-    """Defer SIGINT and SIGTERM until the block ends, then let them act as they would have."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    caught: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum))
-                for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        for sig in caught[:1]:
-            signal.raise_signal(sig)
-
-
-def trim_log(path: Path, last_epoch: int) -> None:
-    """Drop the lines of ``path`` that the checkpoint does not hold.
-
-    Those are the epochs after ``last_epoch``, and a line cut short by a crash as it was written.
-    """
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines(keepends=True)
-
-    def held(line: str) -> bool:
-        try:
-            return json.loads(line)["epoch"] <= last_epoch
-        except (ValueError, KeyError, TypeError):
-            return False
-
-    kept = [line for line in lines if held(line)]
-    if len(kept) != len(lines):
-        path.write_text("".join(kept))
 
 
 def _stop(signum, frame) -> None:
