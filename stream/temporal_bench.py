@@ -57,13 +57,16 @@ def _weights(spec: str | None) -> str | None:
     return str(found)
 
 
-def _clip_key(image: Path, motion: str, args: argparse.Namespace, weights: str | None) -> str:
-    """Cache key of a clip's network outputs: everything that changes them."""
+def _clip_key(image: Path, sweep_args: dict, weights: str | None) -> str:
+    """Cache key of a clip's network outputs: everything that changes them.
+
+    ``sweep_args`` are the :func:`stream.synth.sweep` arguments, the seed among them: the same
+    image gets another seed (another tremor and noise) when ``--limit`` picks it at another place.
+    """
     stamp = Path(weights).stat().st_mtime_ns if weights else "random"
     code = hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
-    text = (
-        f"{image.resolve()}|{motion}|{args.size}|{args.seconds}|{args.fps}|{weights}|{stamp}|{code}"
-    )
+    clip = json.dumps(sweep_args, sort_keys=True)
+    text = f"{image.resolve()}|{clip}|{weights}|{stamp}|{code}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
@@ -235,7 +238,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             steps = frame_steps(synth.sweep_views(rgb, mask, **sweep_args))
             if net_ms is None:
                 net_ms = latency_ms(engine, clip[0][0])
-            key = cache / f"{_clip_key(pair.image, motion, args, weights)}.npy" if cache else None
+            key = cache / f"{_clip_key(pair.image, sweep_args, weights)}.npy" if cache else None
             if key is not None and key.is_file():
                 probs = np.load(key).astype(np.float32)
             else:

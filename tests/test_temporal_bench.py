@@ -285,3 +285,20 @@ def test_live_loop_speed_errors(tmp_path, capsys):
     assert temporal_speed.main(["--modes", "median"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[0].startswith("error: video not found") and "unknown mode" in err[1]
+
+
+def test_cached_network_outputs_belong_to_one_clip(tmp_path):
+    # given one image swept with the same motion under two seeds (--limit picks it at another
+    # place), which makes two different clips
+    image = tmp_path / "a.png"
+    image.write_bytes(b"")
+    args = dict(motion="jitter", size_wh=(64, 48), fps=30.0, seconds=0.2)
+    still, mask = synthetic_still((64, 64), seed=0)
+    first, second = (
+        [f for f, _ in sweep(still, mask, **args, seed=seed)] for seed in (0, 1)
+    )
+    assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    # then their network outputs are cached apart, and each clip finds its own again
+    keys = {temporal_bench._clip_key(image, {**args, "seed": seed}, None) for seed in (0, 1, 1)}
+    assert len(keys) == 2
+    assert temporal_bench._clip_key(image, {**args, "seed": 0, "motion": "zoom"}, None) not in keys
