@@ -10,6 +10,13 @@ than the lesion, carried along by a fast pan, overlaps itself less from frame to
 large truth does, and its motion alone counts as excess. Where the camera's motion is known
 (synthetic sweeps), the *residual* flicker undoes it: each mask is compared with the one before
 it moved to where this frame sees the same skin, so a mask that only moves scores 0.
+
+The known motion also splits the excess itself in two. The *shape* part is the excess that the
+predicted masks would show if each one were carried to the next frame exactly by the camera:
+``moved_flicker(preds) − moved_flicker(truths)``. It depends on the masks' sizes and outlines
+only, so no smoother that keeps them can remove it. The rest, the *unsteady* part, is what the
+predictions change from frame to frame beyond the motion: the share of it that a smoother
+removes is its ``unsteady_cut``.
 """
 
 from __future__ import annotations
@@ -29,6 +36,8 @@ CLIP_METRICS = (
     "excess_flicker",
     "residual_flicker",
     "truth_residual_flicker",
+    "shape_excess",
+    "unsteady_excess",
 )
 
 
@@ -80,6 +89,25 @@ def residual_flicker(masks: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -
     return float(np.mean(values)) if values else 0.0
 
 
+def moved_flicker(masks: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -> float:
+    """Mean ``1 − IoU`` of each mask and itself carried into the next frame along ``steps``.
+
+    The flicker that the masks' shapes would show if each one moved exactly with the camera;
+    skin that enters the view counts as not lesion, for predictions and truth alike.
+    """
+    if len(steps) != len(masks) - 1:
+        raise ValueError(f"{len(steps)} steps for {len(masks)} masks (need one fewer)")
+    values = []
+    for t in range(1, len(masks)):
+        before = (np.asarray(masks[t - 1]) > 0).astype(np.uint8)
+        h, w = before.shape
+        flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        moved = cv2.warpAffine(before, np.asarray(steps[t - 1], np.float64), (w, h), flags=flags,
+                               borderValue=0)
+        values.append(1.0 - iou(before, moved))
+    return float(np.mean(values)) if values else 0.0
+
+
 def score_clip(
     preds: Sequence[np.ndarray],
     truths: Sequence[np.ndarray],
@@ -95,7 +123,8 @@ def score_clip(
     Returns:
         ``jsc`` and ``dsc`` (means over frames), ``flicker`` of the predictions,
         ``truth_flicker``, ``excess_flicker`` (their difference), ``residual_flicker`` and
-        ``truth_residual_flicker`` (NaN without ``steps``) and ``frames``.
+        ``truth_residual_flicker``, the excess split into ``shape_excess`` and
+        ``unsteady_excess`` (these four NaN without ``steps``) and ``frames``.
     """
     if len(preds) != len(truths):
         raise ValueError(f"{len(preds)} predictions for {len(truths)} truth masks")
@@ -107,6 +136,7 @@ def score_clip(
     ]
     f_pred, f_truth = flicker(preds), flicker(truths)
     nan = float("nan")
+    shape = nan if steps is None else moved_flicker(preds, steps) - moved_flicker(truths, steps)
     return {
         "jsc": float(np.mean([s["jsc"] for s in per_frame])),
         "dsc": float(np.mean([s["dsc"] for s in per_frame])),
@@ -115,6 +145,8 @@ def score_clip(
         "excess_flicker": f_pred - f_truth,
         "residual_flicker": nan if steps is None else residual_flicker(preds, steps),
         "truth_residual_flicker": nan if steps is None else residual_flicker(truths, steps),
+        "shape_excess": shape,
+        "unsteady_excess": f_pred - f_truth - shape,
         "frames": float(len(preds)),
     }
 
@@ -138,8 +170,8 @@ def flicker_reduction(smoothed: dict[str, float], raw: dict[str, float]) -> floa
     return 1.0 - smoothed["excess_flicker"] / raw["excess_flicker"]
 
 
-def residual_cut(smoothed: dict[str, float], raw: dict[str, float]) -> float:
-    """Fraction of the raw residual flicker that smoothing removed (NaN where it is unknown)."""
-    if not raw["residual_flicker"] > 0:
-        return float("nan") if np.isnan(raw["residual_flicker"]) else 0.0
-    return 1.0 - smoothed["residual_flicker"] / raw["residual_flicker"]
+def unsteady_cut(smoothed: dict[str, float], raw: dict[str, float]) -> float:
+    """Fraction of the raw unsteady excess that smoothing removed (NaN where it is unknown)."""
+    if not raw["unsteady_excess"] > 0:
+        return float("nan") if np.isnan(raw["unsteady_excess"]) else 0.0
+    return 1.0 - smoothed["unsteady_excess"] / raw["unsteady_excess"]

@@ -6,7 +6,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from stream.temporal_metrics import flicker_reduction, mean_rows, residual_cut
+from stream.temporal_metrics import flicker_reduction, mean_rows, unsteady_cut
 
 EXTRAS = ("net_share", "interval", "smooth_ms")
 
@@ -67,12 +67,17 @@ COLUMNS = (
     "truth flicker",
     "excess",
     "excess cut",
-    "residual",
-    "residual cut",
+    "shape part",
+    "unsteady cut",
     "net frames",
     "k",
     "smooth ms",
 )
+
+
+def _known(value: float, spec: str) -> str:
+    """``value`` formatted, or a dash where it is unknown (NaN: no camera motion to split by)."""
+    return "—" if np.isnan(value) else format(value, spec)
 
 
 def _cells(label: str, r: dict, off: dict | None) -> list[str]:
@@ -86,8 +91,8 @@ def _cells(label: str, r: dict, off: dict | None) -> list[str]:
         f"{r['truth_flicker']:.4f}",
         f"{r['excess_flicker']:+.4f}",
         f"{flicker_reduction(r, off):.0%}" if off and label != "off" else "—",
-        f"{r['residual_flicker']:.4f}",
-        f"{residual_cut(r, off):.0%}" if off and label != "off" else "—",
+        _known(r["shape_excess"], "+.4f"),
+        _known(unsteady_cut(r, off), ".0%") if off and label != "off" else "—",
         f"{r['net_share']:.0%}",
         f"{r['interval']:.1f}",
         f"{r['smooth_ms']:.2f}",

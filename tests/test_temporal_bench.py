@@ -17,8 +17,10 @@ from stream.temporal_metrics import (
     frame_steps,
     iou,
     mean_rows,
+    moved_flicker,
     residual_flicker,
     score_clip,
+    unsteady_cut,
 )
 from stream.temporal_report import markdown, summarise, verdict
 
@@ -114,6 +116,32 @@ def test_a_small_stable_mask_on_a_fast_pan_flickers_only_by_the_plain_measure():
     assert s["excess_flicker"] > 0.06
     assert s["truth_residual_flicker"] < 0.02
     assert s["residual_flicker"] - s["truth_residual_flicker"] < s["excess_flicker"] / 3
+    # and the split of the excess puts it in the shape part
+    assert abs(s["unsteady_excess"]) < s["excess_flicker"] / 5
+
+
+def test_the_excess_splits_into_a_shape_part_and_an_unsteady_part():
+    # given a camera panning 5 px per frame over a lesion seen as a 20 px square, and a
+    # prediction half its side that moves exactly with it
+    steps = frame_steps([shift(5 * t) for t in range(3)])
+    truths = [square(15 - 5 * t, 5, side=20) for t in range(3)]
+    stable = [square(20 - 5 * t, 10) for t in range(3)]
+    assert moved_flicker(truths, steps) == pytest.approx(1 - 300 / 500)
+    s = score_clip(stable, truths, steps)
+    # then all of its excess flicker comes from its shape: nothing for a smoother to remove
+    assert s["excess_flicker"] == pytest.approx((1 - 50 / 150) - (1 - 300 / 500))
+    assert s["shape_excess"] == pytest.approx(s["excess_flicker"])
+    assert s["unsteady_excess"] == pytest.approx(0.0)
+    # and a prediction that blinks out for a frame is unsteady by what the blink adds
+    blink = [stable[0], np.zeros_like(stable[1]), stable[2]]
+    b = score_clip(blink, truths, steps)
+    assert b["flicker"] == 1.0
+    assert b["shape_excess"] == pytest.approx((1 - 50 / 150) / 2 - (1 - 300 / 500))
+    assert b["unsteady_excess"] == pytest.approx(1.0 - (1 - 50 / 150) / 2)
+    assert unsteady_cut(s, b) == pytest.approx(1.0)
+    assert np.isnan(score_clip(stable, truths)["unsteady_excess"])
+    with pytest.raises(ValueError, match="steps"):
+        moved_flicker(stable, steps[:1])
 
 
 def test_flicker_reduction_and_means():
