@@ -31,7 +31,9 @@ def verdict(summary: dict, default: str) -> list[tuple[str, bool]]:
     """The acceptance checks: the default mode against ``off``, keyframes against ``flow``.
 
     ``default`` must halve the excess flicker of ``off`` (or leave none) and lose at most 0.01
-    JSC on every motion; adaptive ``keyframe`` may lose at most 0.02 JSC against ``flow``.
+    JSC on every motion; adaptive ``keyframe`` may lose at most 0.02 JSC against ``flow``. Where
+    the camera's motion is known, a further check asks the same halving of the excess's unsteady
+    part (:mod:`stream.temporal_metrics`): the part that smoothing can remove at all.
     """
     checks = []
     for motion, by_label in summary.items():
@@ -43,6 +45,15 @@ def verdict(summary: dict, default: str) -> list[tuple[str, bool]]:
             halved = d["excess_flicker"] <= 0.5 * max(off["excess_flicker"], 0.0) + 1e-9
             cut = flicker_reduction(d, off)
             checks.append((f"{motion}: {default} cuts excess flicker by {cut:.0%} (≥ 50%)", halved))
+            if not np.isnan(off["unsteady_excess"]):
+                steadier = d["unsteady_excess"] <= 0.5 * max(off["unsteady_excess"], 0.0) + 1e-9
+                checks.append(
+                    (
+                        f"{motion}: {default} cuts its unsteady part by "
+                        f"{unsteady_cut(d, off):.0%} (≥ 50%)",
+                        steadier,
+                    )
+                )
             drop = off["jsc"] - d["jsc"]
             checks.append((f"{motion}: {default} JSC change {-drop:+.4f} (≥ −0.01)", drop <= 0.01))
         if "keyframe" in by_label and "flow" in by_label:

@@ -157,8 +157,11 @@ def test_flicker_reduction_and_means():
     assert m["clips"] == 2 and m["jsc"] == pytest.approx((1 + 50 / 150) / 2)
 
 
-def row(motion, label, jsc, excess):
-    return {
+def row(motion, label, jsc, excess, unsteady=None):
+    split = {} if unsteady is None else {
+        "shape_excess": excess - unsteady, "unsteady_excess": unsteady
+    }
+    return split | {
         "motion": motion,
         "label": label,
         "jsc": jsc,
@@ -195,8 +198,20 @@ def test_verdict_applies_the_acceptance_rules():
     assert passed["pan flicker"] and passed["pan jsc"] and passed["pan keyframe"]
     # zoom: flicker cut only 25 %, JSC −0.02, keyframe cost 0.03: all fail
     assert not (passed["zoom flicker"] or passed["zoom jsc"] or passed["zoom keyframe"])
+    assert not any("unsteady" in text for text in checks)  # no camera motion known
     table = markdown(summary)
     assert table.count("\n") == 2 + 9 and "| pan | flow | 0.7950 |" in table
+
+
+def test_verdict_also_asks_the_unsteady_part_to_be_halved_where_it_is_known():
+    # given a fast pan where most of off's excess is the masks' shape: 0.03 of 0.04
+    rows = [row("fast", "off", 0.8, 0.04, unsteady=0.01), row("fast", "flow", 0.8, 0.034, 0.004)]
+    checks = verdict(summarise(rows), "flow")
+    texts = [text for text, _ in checks]
+    # then the literal check fails (15 % cut) and the unsteady part's passes (60 % cut)
+    assert dict(checks)[texts[0]] is False and "15%" in texts[0]
+    assert dict(checks)[texts[1]] is True and "unsteady part by 60%" in texts[1]
+    assert "| +0.0300 | — |" in markdown(summarise(rows))  # off's shape part, no cut of its own
 
 
 @pytest.fixture(scope="module")
