@@ -22,7 +22,11 @@ from stream.frame import Frame
 from stream.smoothing import FlowSmoother
 
 NET_STAGES = ("preprocess", "infer", "postprocess")
-KEYFRAME_DEFAULTS = {"history": 0.8, "floor": 0.3, "hysteresis": 0.1}
+# floor 0.5: at a keyframe a confident network output that contradicts the carried mask only
+# meets it halfway, and hysteresis keeps the old side until a second keyframe agrees; with 0.3
+# every keyframe snapped to the network and fast pans flickered more than with no smoothing
+# (chosen on training-image clips of the temporal benchmark, docs/benchmarks.md)
+KEYFRAME_DEFAULTS = {"history": 0.8, "floor": 0.5, "hysteresis": 0.1}
 
 
 class Keyframe(FlowSmoother):
@@ -53,7 +57,7 @@ class Keyframe(FlowSmoother):
         **options,
     ):
         # A keyframe's fresh output is worth more than the propagated one, whose error grows
-        # with every warp: a shorter memory than plain ``flow`` (chosen on the benchmark).
+        # with every warp: a shorter memory than plain ``flow`` (see KEYFRAME_DEFAULTS).
         for key, value in KEYFRAME_DEFAULTS.items():
             options.setdefault(key, value)
         super().__init__(**options)

@@ -43,6 +43,28 @@ def test_keyframe_interval_follows_the_network_time():
     assert capped.interval == 3
 
 
+def test_one_keyframe_that_contradicts_the_mask_does_not_make_it_blink():
+    # given a still scene, the network every 2nd frame, and a confident island at the corner that
+    # the network drops at one keyframe (frame 2) and then for good (frames 6 and 8)
+    clip = make_clip("static", seconds=0.34, seed=8)
+    island = [0.99, 0, 0.01, 0, 0.99, 0, 0.01, 0, 0.01, 0]
+    probs = []
+    for p in island:
+        prob = np.full((S, S), 0.01, np.float32)
+        prob[40:90, 40:90] = 0.99  # the lesion, always found
+        prob[8:32, 8:32] = p
+        probs.append(prob)
+    frames = run(build_smoother("keyframe", interval=2), [
+        (image, truth, prob) for (image, truth, _), prob in zip(clip, probs, strict=True)
+    ])
+    y, x = round(20 * 120 / S), round(20 * 160 / S)  # the island's centre in the 160×120 mask
+    shown = [bool(f.mask[y, x]) for f in frames]
+    # then the single contradiction does not blink it away, and the lasting one removes it by
+    # the second keyframe that says so
+    assert shown[:6] == [True] * 6
+    assert shown[8:] == [False, False]
+
+
 class SyntheticEngine:
     """The Engine protocol around a synthetic network: the clip's probability maps, late."""
 
