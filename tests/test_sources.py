@@ -287,7 +287,10 @@ def test_camera_options_on_a_file_are_reported_as_ignored(tmp_path):
 def test_camera_source_reads_through_opencv_and_gives_up_after_backoff(tmp_path):
     # given a "camera" that OpenCV opens (a real file) and that cannot be reopened once lost
     clip = write_clip(tmp_path / "cam.mp4", frames=10)
-    source = CameraSource(str(clip.path), max_reconnects=3, backoff_s=0.05, max_backoff_s=0.1)
+    # a queue that holds the whole clip: the file reads faster than a busy machine may drain it,
+    # and dropping the oldest frames is what a camera queue should do (tested elsewhere)
+    source = CameraSource(str(clip.path), max_reconnects=3, backoff_s=0.05, max_backoff_s=0.1,
+                          queue_size=16)
     clip.path.unlink()  # the open handle still reads; every reopen will fail
     # when it is read to the end
     start = time.perf_counter()
