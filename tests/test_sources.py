@@ -314,7 +314,8 @@ def test_camera_source_reads_through_opencv_and_gives_up_after_backoff(tmp_path)
 def test_camera_source_reconnects_and_says_so_on_the_next_frames(tmp_path):
     # given a "camera" that stops after 8 frames and can be reopened
     clip = write_clip(tmp_path / "cam.mp4", frames=8)
-    source = CameraSource(str(clip.path), max_reconnects=2, backoff_s=0.05)
+    # a queue deep enough for every frame it can give: none dropped, however late the reader
+    source = CameraSource(str(clip.path), max_reconnects=2, backoff_s=0.05, queue_size=32)
     stop = threading.Event()
     source.start(stop)
     # when frames are read past the outage
