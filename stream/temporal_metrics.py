@@ -68,23 +68,33 @@ def frame_steps(views: Sequence[np.ndarray]) -> list[np.ndarray]:
     return [(np.linalg.inv(square[t - 1]) @ square[t])[:2] for t in range(1, len(square))]
 
 
+def _carry(mask: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """``mask`` (non-zero = lesion) as uint8 {0, 1}, moved along ``step`` into the next frame.
+
+    Pixels the previous frame did not see come out 0.
+    """
+    m = (np.asarray(mask) > 0).astype(np.uint8)
+    h, w = m.shape
+    return cv2.warpAffine(m, np.asarray(step, np.float64), (w, h),
+                          flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP, borderValue=0)
+
+
+def _check_steps(masks: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -> None:
+    if len(steps) != len(masks) - 1:
+        raise ValueError(f"{len(steps)} steps for {len(masks)} masks (need one fewer)")
+
+
 def residual_flicker(masks: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -> float:
     """Mean ``1 − IoU`` of each mask and the previous one moved along ``steps`` (frame_steps).
 
     Only the pixels that both frames see count (skin that enters the view has no past).
     """
-    if len(steps) != len(masks) - 1:
-        raise ValueError(f"{len(steps)} steps for {len(masks)} masks (need one fewer)")
+    _check_steps(masks, steps)
     values = []
     for t in range(1, len(masks)):
         now = np.asarray(masks[t]) > 0
-        h, w = now.shape
-        flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-        step = np.asarray(steps[t - 1], np.float64)
-        before = cv2.warpAffine((np.asarray(masks[t - 1]) > 0).astype(np.uint8), step, (w, h),
-                                flags=flags, borderValue=0) > 0
-        seen = cv2.warpAffine(np.ones((h, w), np.uint8), step, (w, h), flags=flags,
-                              borderValue=0) > 0
+        before = _carry(masks[t - 1], steps[t - 1]) > 0
+        seen = _carry(np.ones_like(now), steps[t - 1]) > 0
         values.append(1.0 - iou(before & seen, now & seen))
     return float(np.mean(values)) if values else 0.0
 
@@ -95,16 +105,11 @@ def moved_flicker(masks: Sequence[np.ndarray], steps: Sequence[np.ndarray]) -> f
     The flicker that the masks' shapes would show if each one moved exactly with the camera;
     skin that enters the view counts as not lesion, for predictions and truth alike.
     """
-    if len(steps) != len(masks) - 1:
-        raise ValueError(f"{len(steps)} steps for {len(masks)} masks (need one fewer)")
-    values = []
-    for t in range(1, len(masks)):
-        before = (np.asarray(masks[t - 1]) > 0).astype(np.uint8)
-        h, w = before.shape
-        flags = cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-        moved = cv2.warpAffine(before, np.asarray(steps[t - 1], np.float64), (w, h), flags=flags,
-                               borderValue=0)
-        values.append(1.0 - iou(before, moved))
+    _check_steps(masks, steps)
+    values = [
+        1.0 - iou(np.asarray(masks[t - 1]) > 0, _carry(masks[t - 1], steps[t - 1]))
+        for t in range(1, len(masks))
+    ]
     return float(np.mean(values)) if values else 0.0
 
 
@@ -160,18 +165,21 @@ def mean_rows(rows: Sequence[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _share_removed(smoothed: dict[str, float], raw: dict[str, float], key: str) -> float:
+    """1 − smoothed / raw of ``key``: 0 where raw has nothing to remove, NaN where unknown."""
+    if not raw[key] > 0:
+        return float("nan") if np.isnan(raw[key]) else 0.0
+    return 1.0 - smoothed[key] / raw[key]
+
+
 def flicker_reduction(smoothed: dict[str, float], raw: dict[str, float]) -> float:
     """Fraction of the raw excess flicker that smoothing removed (1: all of it; <0: worse).
 
     Where the raw predictions flicker no more than the truth there is nothing to remove: 0.
     """
-    if raw["excess_flicker"] <= 0:
-        return 0.0
-    return 1.0 - smoothed["excess_flicker"] / raw["excess_flicker"]
+    return _share_removed(smoothed, raw, "excess_flicker")
 
 
 def unsteady_cut(smoothed: dict[str, float], raw: dict[str, float]) -> float:
     """Fraction of the raw unsteady excess that smoothing removed (NaN where it is unknown)."""
-    if not raw["unsteady_excess"] > 0:
-        return float("nan") if np.isnan(raw["unsteady_excess"]) else 0.0
-    return 1.0 - smoothed["unsteady_excess"] / raw["unsteady_excess"]
+    return _share_removed(smoothed, raw, "unsteady_excess")
