@@ -122,19 +122,68 @@ def augment(
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
+def zoom_crop(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, max_zoom: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random square window of 1/z of the image's side, z uniform in [1, ``max_zoom``].
+
+    The window lies anywhere inside the image, so the lesion may fill it or run over its edges:
+    the framing of a dermatoscope held close, which whole-image training never shows.
+    """
+    h, w = mask.shape
+    zoom = float(rng.uniform(1.0, max_zoom))
+    ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
+    y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+    return image[y : y + ch, x : x + cw], mask[y : y + ch, x : x + cw]
+
+
+def fit(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask resized to size×size (area-averaged down, bilinear up; mask nearest)."""
+    if image.shape[:2] == (size, size):
+        return image, mask
+    shrink = image.shape[0] >= size and image.shape[1] >= size
+    image = cv2.resize(image, (size, size),
+                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return image, cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
 class Batches:
     """Shuffled, augmented mini-batches from in-memory arrays, driven by one numpy Generator.
 
     The generator's state is part of a training checkpoint, so a resumed run draws exactly the
     batches and augmentations the uninterrupted run would have drawn.
+
+    Args:
+        images, masks: N×H×W×3 and N×H×W arrays, at ``size`` or larger (zoom crops keep more
+            detail when the arrays are larger than the network input).
+        size: the network input; ``None``: the arrays' own size.
+        zoom: probability in [0, 1] of a :func:`zoom_crop` before the paper's augmentation
+            (0: never, and no random draw for it, so runs without it draw as before).
+        max_zoom: the largest zoom of a crop (≥ 1).
     """
 
     def __init__(
-        self, images: np.ndarray, masks: np.ndarray, batch_size: int, rng: np.random.Generator
+        self,
+        images: np.ndarray,
+        masks: np.ndarray,
+        batch_size: int,
+        rng: np.random.Generator,
+        *,
+        size: int | None = None,
+        zoom: float = 0.0,
+        max_zoom: float = 2.0,
     ):
         self.images, self.masks = images, masks
         self.batch_size = batch_size
         self.rng = rng
+        self.size = size or images.shape[1]
+        self.zoom, self.max_zoom = zoom, max_zoom
+
+    def _sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        image, mask = self.images[i], self.masks[i]
+        if self.zoom > 0 and self.rng.random() < self.zoom:
+            image, mask = zoom_crop(image, mask, self.rng, self.max_zoom)
+        return augment(*fit(image, mask, self.size), self.rng)
 
     def __len__(self) -> int:
         return (len(self.images) + self.batch_size - 1) // self.batch_size
@@ -143,7 +192,7 @@ class Batches:
         order = self.rng.permutation(len(self.images))
         for start in range(0, len(order), self.batch_size):
             idx = order[start : start + self.batch_size]
-            pairs = [augment(self.images[i], self.masks[i], self.rng) for i in idx]
+            pairs = [self._sample(i) for i in idx]
             x = to_tensor(np.stack([p[0] for p in pairs]))
             y = torch.from_numpy(np.stack([p[1] for p in pairs])).float()[:, None]
             yield x, y

@@ -27,7 +27,7 @@ from slsnet.curves import draw_curves
 from slsnet.data import Batches, find_pairs, load_arrays, read_mask
 from slsnet.discriminator import Discriminator, build_discriminator
 from slsnet.evaluate import evaluate_arrays
-from slsnet.export import save_generator
+from slsnet.export import WeightsError, load_generator, save_generator
 from slsnet.generator import Generator, build_generator
 from slsnet.losses import DiscriminatorLosses, GeneratorLosses, discriminator_loss, generator_loss
 from slsnet.run_files import (
@@ -84,6 +84,16 @@ class GANTrainer:
             self.ema = AveragedModel(self.generator, use_buffers=True,
                                      multi_avg_fn=get_ema_multi_avg_fn(hyper.ema_decay))
             self.ema.module.eval()
+
+    def start_from(self, generator: Generator) -> None:
+        """Copy a trained generator's weights into G (and its average), e.g. to fine-tune."""
+        if generator.config != self.config:
+            raise ValueError(
+                f"--init weights are for {generator.config}, this run builds {self.config}"
+            )
+        self.generator.load_state_dict(generator.state_dict())
+        if self.ema is not None:
+            self.ema.module.load_state_dict(generator.state_dict())
 
     @property
     def averaged(self) -> Generator:
@@ -189,8 +199,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--limit", type=int, default=0, help="use only the first N training images")
     g.add_argument("--val-limit", type=int, default=0, help="use only the first N val images")
+    g.add_argument("--zoom", type=float, default=0.0, metavar="P",
+                   help="probability of a random zoom-in crop of a training image, as a "
+                   "dermatoscope held close frames the lesion (0: off, the paper's setting)")
+    g.add_argument("--max-zoom", type=float, default=2.0, help="largest zoom of those crops")
     g = p.add_argument_group("model")
     g.add_argument("--size", type=int, default=128, help="network input size (square)")
+    g.add_argument("--init", metavar="WEIGHTS",
+                   help="start G from these weights (fine-tuning; D starts fresh)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--batch-size", type=int, default=8)
@@ -233,6 +249,10 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     console = Console(stderr=True)
     if not 0 <= args.ema_decay < 1:
         raise ValueError(f"--ema-decay must be in [0, 1), not {args.ema_decay}")
+    if not 0 <= args.zoom <= 1:
+        raise ValueError(f"--zoom is a probability in [0, 1], not {args.zoom}")
+    if args.max_zoom < 1:
+        raise ValueError(f"--max-zoom must be at least 1, not {args.max_zoom}")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -243,6 +263,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: --resume but {ckpt_path} does not exist")
     if not args.resume and ckpt_path.exists():
         raise SystemExit(f"error: {out} already holds a run; pass --resume or choose another --out")
+    init = load_generator(args.init, device=device) if args.init and not args.resume else None
     out.mkdir(parents=True, exist_ok=True)
 
     config = SLSNetConfig(input_size=args.size)
@@ -265,6 +286,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
         console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
         trim_log(out / "log.jsonl", start_epoch)
+    elif init is not None:
+        trainer.start_from(init)
     (out / "args.json").write_text(json.dumps(vars(args) | {"config": config.to_dict()}, indent=2))
     with open(out / "commands.jsonl", "a") as f:  # every invocation, so phases stay on record
         record = {
@@ -275,9 +298,12 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         f.write(json.dumps(record) + "\n")
 
     pairs = find_pairs(data / "train")[: args.limit or None]
-    images, masks = load_arrays(pairs, args.size)
+    # zoom crops are cut from arrays stored larger, so a 2× crop still has the input's detail
+    stored = round(args.size * args.max_zoom) if args.zoom > 0 else args.size
+    images, masks = load_arrays(pairs, stored)
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
-    batches = Batches(images, masks, args.batch_size, rng)
+    batches = Batches(images, masks, args.batch_size, rng, size=args.size, zoom=args.zoom,
+                      max_zoom=args.max_zoom)
     console.log(
         f"{len(images)} train / {len(val_images)} val images on {device}, "
         f"{torch.get_num_threads()} threads"
@@ -362,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:
         train(args, argv)
-    except (FileNotFoundError, ValueError) as exc:
+    except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

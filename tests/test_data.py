@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from slsnet.data import Batches, augment, find_pairs, load_arrays
+from slsnet.data import Batches, augment, find_pairs, load_arrays, to_tensor, zoom_crop
 
 
 def _write(path, array):
@@ -72,3 +72,58 @@ def test_load_arrays_resizes_to_the_network_size(tmp_path):
     images, masks = load_arrays(find_pairs(tmp_path), 16)
     assert images.shape == (1, 16, 16, 3) and masks.shape == (1, 16, 16)
     assert masks[0, :, :8].sum() == 0 and masks[0, :, 8:].all()
+
+
+def test_zoom_crop_cuts_one_window_from_image_and_mask():
+    # given: an image whose channels are its own x and y, and a checkerboard mask
+    y, x = np.mgrid[0:64, 0:64]
+    image = np.stack([x, y, np.zeros_like(x)], axis=-1).astype(np.uint8)
+    mask = ((x + y) % 2).astype(np.uint8)
+    rng = np.random.default_rng(3)
+    sides = set()
+    for _ in range(50):
+        # when
+        im, m = zoom_crop(image, mask, rng, max_zoom=2.0)
+        # then: a square window of 32–64 pixels, the same one in both
+        assert im.shape[:2] == m.shape and 32 <= m.shape[0] <= 64 and m.shape[0] == m.shape[1]
+        assert np.array_equal(m, (im[..., 0].astype(int) + im[..., 1]) % 2)
+        sides.add(m.shape[0])
+    assert len(sides) > 5  # the zoom varies
+
+
+def test_batches_without_zoom_draw_exactly_the_paper_augmentation():
+    # given: the batches of a run without --zoom, and the same rng driven by hand
+    images = np.random.default_rng(1).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)
+    masks = (images[..., 0] > 127).astype(np.uint8)
+    got = [x for x, _ in Batches(images, masks, 5, np.random.default_rng(7))]
+    rng = np.random.default_rng(7)
+    order = rng.permutation(5)
+    want = to_tensor(np.stack([augment(images[i], masks[i], rng)[0] for i in order]))
+    # then: the same draws, so checkpoints of older runs resume as they would have
+    assert len(got) == 1 and np.array_equal(got[0], want)
+
+
+def test_zoom_batches_come_out_at_the_network_size_with_the_lesion_reframed():
+    # given: 64×64 arrays whose left half is lesion, for a 32×32 network
+    images = np.zeros((6, 64, 64, 3), np.uint8)
+    masks = np.zeros((6, 64, 64), np.uint8)
+    masks[:, :, :32] = 1
+    images[..., 0] = masks * 255
+
+    def lesion_shares(zoom: float) -> list[float]:
+        batches = Batches(images, masks, 3, np.random.default_rng(0), size=32, zoom=zoom)
+        out = []
+        for _ in range(4):
+            for x, y in batches:
+                assert x.shape[1:] == (3, 32, 32) and y.shape[1:] == (1, 32, 32)
+                # the image still shows the lesion where the mask says (but for the one
+                # column at the edge that resampling blends)
+                wrong = ((x[:, :1] > 0) != (y > 0.5)).float().mean(dim=(1, 2, 3))
+                assert float(wrong.max()) <= 1 / 32
+                out += y.mean(dim=(1, 2, 3)).tolist()
+        return out
+
+    # then: without zoom every sample is half lesion (flips keep that), with it the share varies
+    assert set(lesion_shares(0.0)) == {0.5}
+    shares = lesion_shares(1.0)
+    assert min(shares) < 0.4 and max(shares) > 0.6

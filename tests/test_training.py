@@ -389,3 +389,48 @@ def test_a_bad_ema_decay_is_one_error_line(tiny_isic, tmp_path, capsys, decay):
     assert _train(tiny_isic, tmp_path / "run", "--epochs", "1", "--ema-decay", decay) == 2
     assert capsys.readouterr().err.strip() == f"error: --ema-decay must be in [0, 1), not {decay}"
     assert not (tmp_path / "run").exists()
+
+
+def test_start_from_copies_a_trained_generator_into_g_and_its_average():
+    torch.manual_seed(0)
+    cpu = torch.device("cpu")
+    # given a generator that took a step, and a fresh trainer with a moving average
+    donor = GANTrainer(SLSNetConfig(input_size=32), Hyper(), cpu)
+    donor.step(*_batch(0))
+    trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(ema_decay=0.9), cpu)
+    # when
+    trainer.start_from(donor.generator)
+    # then both G and the average start from its weights and BatchNorm statistics
+    for name, tensor in donor.generator.state_dict().items():
+        torch.testing.assert_close(trainer.generator.state_dict()[name], tensor)
+        torch.testing.assert_close(trainer.averaged.state_dict()[name], tensor)
+    # and weights for another input size are refused
+    with pytest.raises(ValueError, match="--init weights are for"):
+        GANTrainer(SLSNetConfig(input_size=64), Hyper(), cpu).start_from(donor.generator)
+
+
+@pytest.mark.timeout(300)
+def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, tiny_isic,
+                                                                   tmp_path):
+    # when: a run starts from a trained run's weights, with zoom crops and no learning
+    assert _train(tiny_isic, tmp_path / "ft", "--epochs", "1", "--init",
+                  str(trained_run / "best.pt"), "--zoom", "1", "--lr", "0") == 0
+    # then: its (unchanged) convolution weights are those it started from
+    start = load_generator(trained_run / "best.pt").state_dict()
+    tuned = load_generator(tmp_path / "ft" / "best.pt").state_dict()
+    torch.testing.assert_close(tuned["head.weight"], start["head.weight"])
+    assert json.loads((tmp_path / "ft" / "args.json").read_text())["zoom"] == 1.0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--init", "nowhere.pt"], "error: weights file not found: nowhere.pt"),
+        (["--zoom", "1.5"], "error: --zoom is a probability in [0, 1], not 1.5"),
+        (["--zoom", "0.5", "--max-zoom", "0.5"], "error: --max-zoom must be at least 1, not 0.5"),
+    ],
+)
+def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
+    assert _train(tiny_isic, tmp_path / "run", "--epochs", "1", *flags) == 2
+    assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "run").exists()
