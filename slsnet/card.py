@@ -50,8 +50,31 @@ def _commands(run: Path) -> list[dict]:
     ]
 
 
+def _augmentation(args: dict) -> str:
+    text = "h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2 (online)"
+    if args.get("zoom"):
+        text += (f"; before them, with probability {args['zoom']}, a random square crop of "
+                 f"1/z of the image, z uniform in 1-{args['max_zoom']}")
+    return text
+
+
+def _parent(args: dict) -> dict | None:
+    """Where a fine-tuning run (``--init``) started: the weights and their card's training."""
+    from slsnet.export import read_card
+
+    if not args.get("init"):
+        return None
+    card = read_card(args["init"])
+    return {"weights": args["init"], "training": card.get("training"),
+            "evaluation": card.get("evaluation")}
+
+
 def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int) -> dict:
-    """The model card dict for ``run`` (a folder written by ``slsnet.train``)."""
+    """The model card dict for ``run`` (a folder written by ``slsnet.train``).
+
+    A run that fine-tuned other weights (``--init``) records them and their own card's training
+    and evaluation under ``training.initialised_from``, so the whole history stays on the card.
+    """
     from slsnet.info import count_params
 
     args = json.loads((run / "args.json").read_text())
@@ -83,12 +106,13 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "optimiser": f"Adam lr {args.get('lr')} betas (0.5, 0.999), one D step then one G step",
             "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial + {args.get('l1_weight')}·L1 "
             f"+ {args.get('jaccard_weight')}·Jaccard (last phase; see commands)",
-            "augmentation": "h/v flips, gamma 0.5/1.0/1.5, CLAHE clip 1-2 (online)",
+            "augmentation": _augmentation(args),
             "weights": (f"exponential moving average of G, decay {args['ema_decay']} per step "
                         "(last phase)" if args.get("ema_decay") else "G's own weights"),
             "hardware": f"{_cpu_name()}, {args.get('device')} (shared 2-core machine)",
             "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
             "commands": _commands(run),
+            "initialised_from": _parent(args),
         },
         "evaluation": {
             "data": str(data),

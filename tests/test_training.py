@@ -220,6 +220,8 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     (phase,) = card["training"]["commands"]
     assert phase["from_epoch"] == 0
     assert phase["command"].startswith("python -m slsnet.train --data")
+    assert card["training"]["initialised_from"] is None
+    assert "crop" not in card["training"]["augmentation"]
 
 
 def test_shipped_weights_load_and_match_their_card():
@@ -412,14 +414,28 @@ def test_start_from_copies_a_trained_generator_into_g_and_its_average():
 @pytest.mark.timeout(300)
 def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, tiny_isic,
                                                                    tmp_path):
-    # when: a run starts from a trained run's weights, with zoom crops and no learning
-    assert _train(tiny_isic, tmp_path / "ft", "--epochs", "1", "--init",
-                  str(trained_run / "best.pt"), "--zoom", "1", "--lr", "0") == 0
+    # given: shipped weights with their card
+    val = ["--data", str(tiny_isic / "val")]
+    parent = tmp_path / "parent.pt"
+    assert card_main(["--run", str(trained_run), *val, "--out", str(parent)]) == 0
+    # when: a run starts from them, with zoom crops and no learning, and is exported in turn
+    assert _train(tiny_isic, tmp_path / "ft", "--epochs", "1", "--init", str(parent),
+                  "--zoom", "1", "--lr", "0") == 0
+    assert card_main(["--run", str(tmp_path / "ft"), *val, "--out", str(tmp_path / "ft.pt")]) == 0
     # then: its (unchanged) convolution weights are those it started from
-    start = load_generator(trained_run / "best.pt").state_dict()
-    tuned = load_generator(tmp_path / "ft" / "best.pt").state_dict()
+    start = load_generator(parent).state_dict()
+    tuned = load_generator(tmp_path / "ft.pt").state_dict()
     torch.testing.assert_close(tuned["head.weight"], start["head.weight"])
-    assert json.loads((tmp_path / "ft" / "args.json").read_text())["zoom"] == 1.0
+    # and its card tells the whole history: the crops, the weights it started from, their card
+    card = json.loads((tmp_path / "ft.json").read_text())
+    parent_card = json.loads((tmp_path / "parent.json").read_text())
+    assert "random square crop of 1/z of the image, z uniform in 1-2.0" in (
+        card["training"]["augmentation"])
+    assert card["training"]["initialised_from"] == {
+        "weights": str(parent),
+        "training": parent_card["training"],
+        "evaluation": parent_card["evaluation"],
+    }
 
 
 @pytest.mark.parametrize(
