@@ -66,14 +66,14 @@ def _parent(args: dict) -> dict | None:
         return None
     card = read_card(args["init"])
     return {"weights": args["init"], "training": card.get("training"),
-            "evaluation": card.get("evaluation")}
+            "evaluation": card.get("evaluation"), "notes": card.get("notes")}
 
 
 def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int) -> dict:
     """The model card dict for ``run`` (a folder written by ``slsnet.train``).
 
-    A run that fine-tuned other weights (``--init``) records them and their own card's training
-    and evaluation under ``training.initialised_from``, so the whole history stays on the card.
+    A run that fine-tuned other weights (``--init``) records them and their own card's training,
+    evaluation and notes under ``training.initialised_from``: the whole history stays on it.
     """
     from slsnet.info import count_params
 

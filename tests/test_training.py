@@ -435,6 +435,7 @@ def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, 
         "weights": str(parent),
         "training": parent_card["training"],
         "evaluation": parent_card["evaluation"],
+        "notes": parent_card["notes"],
     }
 
 
