@@ -58,15 +58,13 @@ def _augmentation(args: dict) -> str:
     return text
 
 
-def _parent(args: dict) -> dict | None:
-    """Where a fine-tuning run (``--init``) started: the weights and their card's training."""
-    from slsnet.export import read_card
+def _parent(run: Path) -> dict | None:
+    """Where a fine-tuning run (``--init``) started, as written by train when it began.
 
-    if not args.get("init"):
-        return None
-    card = read_card(args["init"])
-    return {"weights": args["init"], "training": card.get("training"),
-            "evaluation": card.get("evaluation"), "notes": card.get("notes")}
+    ``init.json``: the weights' path and their card's training, evaluation and notes then.
+    """
+    path = run / "init.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int) -> dict:
@@ -112,7 +110,7 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "hardware": f"{_cpu_name()}, {args.get('device')} (shared 2-core machine)",
             "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
             "commands": _commands(run),
-            "initialised_from": _parent(args),
+            "initialised_from": _parent(run),
         },
         "evaluation": {
             "data": str(data),

@@ -27,7 +27,7 @@ from slsnet.curves import draw_curves
 from slsnet.data import Batches, find_pairs, load_arrays, read_mask
 from slsnet.discriminator import Discriminator, build_discriminator
 from slsnet.evaluate import evaluate_arrays
-from slsnet.export import WeightsError, load_generator, save_generator
+from slsnet.export import WeightsError, load_generator, read_card, save_generator
 from slsnet.generator import Generator, build_generator
 from slsnet.losses import DiscriminatorLosses, GeneratorLosses, discriminator_loss, generator_loss
 from slsnet.run_files import (
@@ -288,6 +288,10 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         trim_log(out / "log.jsonl", start_epoch)
     elif init is not None:
         trainer.start_from(init)
+        # what the run started from, as it was then: the file at --init may be replaced later
+        parent = {"weights": args.init, **{k: read_card(args.init).get(k)
+                                           for k in ("training", "evaluation", "notes")}}
+        (out / "init.json").write_text(json.dumps(parent, indent=2))
     (out / "args.json").write_text(json.dumps(vars(args) | {"config": config.to_dict()}, indent=2))
     with open(out / "commands.jsonl", "a") as f:  # every invocation, so phases stay on record
         record = {

@@ -421,14 +421,17 @@ def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, 
     # when: a run starts from them, with zoom crops and no learning, and is exported in turn
     assert _train(tiny_isic, tmp_path / "ft", "--epochs", "1", "--init", str(parent),
                   "--zoom", "1", "--lr", "0") == 0
+    parent_card = json.loads((tmp_path / "parent.json").read_text())
+    # and the file it started from is replaced (as shipped weights are) before the export
+    assert card_main(["--run", str(trained_run), *val, "--out", str(parent), "--note", "new"]) == 0
     assert card_main(["--run", str(tmp_path / "ft"), *val, "--out", str(tmp_path / "ft.pt")]) == 0
     # then: its (unchanged) convolution weights are those it started from
     start = load_generator(parent).state_dict()
     tuned = load_generator(tmp_path / "ft.pt").state_dict()
     torch.testing.assert_close(tuned["head.weight"], start["head.weight"])
-    # and its card tells the whole history: the crops, the weights it started from, their card
+    # and its card tells the whole history: the crops, the weights it started from and their
+    # card as it was when the fine-tuning began
     card = json.loads((tmp_path / "ft.json").read_text())
-    parent_card = json.loads((tmp_path / "parent.json").read_text())
     assert "random square crop of 1/z of the image, z uniform in 1-2.0" in (
         card["training"]["augmentation"])
     assert card["training"]["initialised_from"] == {
