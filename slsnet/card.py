@@ -58,11 +58,19 @@ def _augmentation(args: dict) -> str:
     return text
 
 
-def _parent(run: Path) -> dict | None:
-    """Where a fine-tuning run (``--init``) started, as written by train when it began.
+def parent_record(weights: str) -> dict:
+    """The weights' path with their card's training, evaluation and notes.
 
-    ``init.json``: the weights' path and their card's training, evaluation and notes then.
+    What a fine-tuning run starts from; ``slsnet.train`` keeps it as ``init.json`` in the run.
     """
+    from slsnet.export import read_card
+
+    card = read_card(weights)
+    return {"weights": weights, **{k: card.get(k) for k in ("training", "evaluation", "notes")}}
+
+
+def _parent(run: Path) -> dict | None:
+    """The run's :func:`parent_record`, as written when it began; None for a run from scratch."""
     path = run / "init.json"
     return json.loads(path.read_text()) if path.is_file() else None
 

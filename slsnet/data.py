@@ -92,6 +92,13 @@ def load_arrays(pairs: list[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
     return images, masks
 
 
+def resize_to_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Stretch-resize H×W×3 uint8 to size×size (area filter when shrinking, as in training)."""
+    h, w = rgb.shape[:2]
+    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interp)
+
+
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """N×H×W×3 uint8 RGB → N×3×H×W float32 normalised as the network expects."""
     x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
@@ -141,10 +148,8 @@ def fit(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.
     """Image and mask resized to size×size (area-averaged down, bilinear up; mask nearest)."""
     if image.shape[:2] == (size, size):
         return image, mask
-    shrink = image.shape[0] >= size and image.shape[1] >= size
-    image = cv2.resize(image, (size, size),
-                       interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
-    return image, cv2.resize(mask, (size, size), interpolation=cv2.INTER_NEAREST)
+    return resize_to_input(image, size), cv2.resize(mask, (size, size),
+                                                    interpolation=cv2.INTER_NEAREST)
 
 
 class Batches:

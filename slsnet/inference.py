@@ -8,15 +8,8 @@ import cv2
 import numpy as np
 import torch
 
-from slsnet.data import to_tensor
+from slsnet.data import resize_to_input, to_tensor  # noqa: F401 (resize_to_input: part of this module's API)
 from slsnet.generator import Generator
-
-
-def resize_to_input(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Stretch-resize H×W×3 uint8 to size×size (area filter when shrinking, as in training)."""
-    h, w = rgb.shape[:2]
-    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
-    return cv2.resize(rgb, (size, size), interpolation=interp)
 
 
 def resize_prob(prob: np.ndarray, size_wh: tuple[int, int]) -> np.ndarray:

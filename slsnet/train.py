@@ -14,22 +14,18 @@ import signal
 import sys
 import threading
 import time
-from contextlib import nullcontext
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from slsnet.card import parent_record
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
 from slsnet.data import Batches, find_pairs, load_arrays, read_mask
-from slsnet.discriminator import Discriminator, build_discriminator
 from slsnet.evaluate import evaluate_arrays
-from slsnet.export import WeightsError, load_generator, read_card, save_generator
-from slsnet.generator import Generator, build_generator
-from slsnet.losses import DiscriminatorLosses, GeneratorLosses, discriminator_loss, generator_loss
+from slsnet.export import WeightsError, load_generator, save_generator
+from slsnet.gan import GANTrainer, Hyper
 from slsnet.run_files import (
     append_log,
     commit_checkpoint,
@@ -47,143 +43,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda was asked for but no CUDA GPU is available")
     return torch.device(name)
-
-
-@dataclass
-class Hyper:
-    """Optimisation settings (paper §4.3 defaults)."""
-
-    lr: float = 2e-4
-    betas: tuple[float, float] = (0.5, 0.999)
-    l1_weight: float = 0.1  # λ
-    jaccard_weight: float = 0.5  # α
-    adversarial_weight: float = 1.0  # weight of BCE(D(x, G(x)), 1)
-    amp: bool = False  # bf16 autocast
-    ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of G
-
-
-class GANTrainer:
-    """Holds G, D and their optimisers; one ``step`` is backward_d then backward_g.
-
-    With ``hyper.ema_decay`` > 0 it also keeps an exponential moving average of G's weights
-    and BatchNorm statistics, updated after every generator step: :attr:`averaged` is the
-    generator to validate and ship (the adversarial game makes the raw weights jitter from step
-    to step; the average does not take part in training).
-    """
-
-    def __init__(self, config: SLSNetConfig, hyper: Hyper, device: torch.device) -> None:
-        self.config, self.hyper, self.device = config, hyper, device
-        self.generator: Generator = build_generator(config=config).to(device)
-        self.discriminator: Discriminator = build_discriminator(config=config).to(device)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hyper.lr, betas=hyper.betas)
-        self.opt_d = torch.optim.Adam(
-            self.discriminator.parameters(), lr=hyper.lr, betas=hyper.betas
-        )
-        self.ema: AveragedModel | None = None
-        if hyper.ema_decay > 0:
-            self.ema = AveragedModel(self.generator, use_buffers=True,
-                                     multi_avg_fn=get_ema_multi_avg_fn(hyper.ema_decay))
-            self.ema.module.eval()
-
-    def start_from(self, generator: Generator) -> None:
-        """Copy a trained generator's weights into G (and its average), e.g. to fine-tune."""
-        if generator.config != self.config:
-            raise ValueError(
-                f"--init weights are for {generator.config}, this run builds {self.config}"
-            )
-        self.generator.load_state_dict(generator.state_dict())
-        if self.ema is not None:
-            self.ema.module.load_state_dict(generator.state_dict())
-
-    @property
-    def averaged(self) -> Generator:
-        """The generator to validate and save: the moving average if kept, else G itself."""
-        return self.generator if self.ema is None else self.ema.module
-
-    def _autocast(self):
-        if not self.hyper.amp:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-
-    def backward_d(
-        self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor
-    ) -> DiscriminatorLosses:
-        """Discriminator phase: real (x, y) → 1, generated (x, G(x)) → 0; G gets no gradient."""
-        self.opt_d.zero_grad(set_to_none=True)
-        with self._autocast():
-            losses = discriminator_loss(
-                self.discriminator(x, y), self.discriminator(x, fake.detach())
-            )
-        losses["total"].backward()
-        self.opt_d.step()
-        return losses
-
-    def backward_g(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> GeneratorLosses:
-        """Generator phase: fool the (now fixed) D, plus the L1 and Jaccard terms."""
-        self.opt_g.zero_grad(set_to_none=True)
-        for p in self.discriminator.parameters():
-            p.requires_grad_(False)
-        with self._autocast():
-            losses = generator_loss(
-                self.discriminator(x, fake),
-                y,
-                fake,
-                l1_weight=self.hyper.l1_weight,
-                jaccard_weight=self.hyper.jaccard_weight,
-                adversarial_weight=self.hyper.adversarial_weight,
-            )
-        losses["total"].backward()
-        for p in self.discriminator.parameters():
-            p.requires_grad_(True)
-        self.opt_g.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.generator)
-        return losses
-
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One training step on a batch; returns the loss terms as floats."""
-        self.generator.train()
-        self.discriminator.train()
-        x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-        with self._autocast():
-            fake = self.generator(x).float()
-        d = self.backward_d(x, y, fake)
-        g = self.backward_g(x, y, fake)
-        out = {f"d_{k}": v.item() for k, v in d.items()}
-        out.update({f"g_{k}": v.item() for k, v in g.items()})
-        return out
-
-    def state(self) -> dict:
-        """Everything but the data RNG needed to continue exactly."""
-        return {
-            "generator": self.generator.state_dict(),
-            "discriminator": self.discriminator.state_dict(),
-            "opt_g": self.opt_g.state_dict(),
-            "opt_d": self.opt_d.state_dict(),
-        } | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
-
-    def load_state(self, state: dict) -> None:
-        """Inverse of :meth:`state`, except that the learning rate is this trainer's.
-
-        An optimiser's state dict carries the learning rate it was saved with; a resume with a
-        new ``--lr`` (e.g. a lower rate to finish a run) must not be silently undone by it.
-        A checkpoint without a moving average (saved without ``--ema-decay``) starts the
-        average at the loaded generator.
-        """
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"] = self.hyper.lr
-        if self.ema is None:
-            return
-        if "ema" in state:
-            self.ema.load_state_dict(state["ema"])
-        else:
-            self.ema.module.load_state_dict(self.generator.state_dict())
-            self.ema.n_averaged.fill_(1)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -264,7 +123,6 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     if not args.resume and ckpt_path.exists():
         raise SystemExit(f"error: {out} already holds a run; pass --resume or choose another --out")
     init = load_generator(args.init, device=device) if args.init and not args.resume else None
-    out.mkdir(parents=True, exist_ok=True)
 
     config = SLSNetConfig(input_size=args.size)
     hyper = Hyper(
@@ -288,10 +146,9 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         trim_log(out / "log.jsonl", start_epoch)
     elif init is not None:
         trainer.start_from(init)
-        # what the run started from, as it was then: the file at --init may be replaced later
-        parent = {"weights": args.init, **{k: read_card(args.init).get(k)
-                                           for k in ("training", "evaluation", "notes")}}
-        (out / "init.json").write_text(json.dumps(parent, indent=2))
+    out.mkdir(parents=True, exist_ok=True)  # only now: a refused --init leaves no run folder
+    if init is not None:  # as the weights' card is now: the file at --init may be replaced later
+        (out / "init.json").write_text(json.dumps(parent_record(args.init), indent=2))
     (out / "args.json").write_text(json.dumps(vars(args) | {"config": config.to_dict()}, indent=2))
     with open(out / "commands.jsonl", "a") as f:  # every invocation, so phases stay on record
         record = {

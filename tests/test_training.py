@@ -17,8 +17,8 @@ from slsnet import SLSNetConfig, build_generator, load_generator
 from slsnet.card import main as card_main
 from slsnet.evaluate import main as evaluate_main
 from slsnet.export import WeightsError, save_generator
+from slsnet.gan import GANTrainer, Hyper
 from slsnet.predict import main as predict_main
-from slsnet.train import GANTrainer, Hyper
 from slsnet.train import main as train_main
 
 ISIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
@@ -453,4 +453,15 @@ def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, 
 def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
     assert _train(tiny_isic, tmp_path / "run", "--epochs", "1", *flags) == 2
     assert capsys.readouterr().err.strip() == message
+    assert not (tmp_path / "run").exists()
+
+
+def test_weights_for_another_input_size_are_refused_before_the_run_folder(trained_run,
+                                                                          tiny_isic, tmp_path,
+                                                                          capsys):
+    # given: weights trained at 64×64; when: a 32×32 run starts from them
+    assert _train(tiny_isic, tmp_path / "run", "--epochs", "1", "--size", "32",
+                  "--init", str(trained_run / "best.pt")) == 2
+    # then: one error line, and nothing written
+    assert capsys.readouterr().err.strip().startswith("error: --init weights are for ")
     assert not (tmp_path / "run").exists()
