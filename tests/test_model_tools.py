@@ -1,0 +1,150 @@
+"""evaluate, predict, the weights loader and the model card, on hand-made and real weights."""
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from slsnet import SLSNetConfig, build_generator, load_generator
+from slsnet.card import main as card_main
+from slsnet.evaluate import main as evaluate_main
+from slsnet.export import WeightsError, save_generator
+from slsnet.predict import main as predict_main
+
+
+def _constant_generator(prob_logit: float):
+    gen = build_generator()
+    torch.nn.init.zeros_(gen.head.weight)
+    torch.nn.init.constant_(gen.head.bias, prob_logit)
+    return gen
+
+
+def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
+    # given: two 20×10 images; masks with 50 and 0 lesion pixels; a net that predicts "all lesion"
+    data = tmp_path / "set"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    mask_a = np.zeros((10, 20), np.uint8)
+    mask_a[:, :5] = 255
+    for stem, mask in (("IMD001", mask_a), ("IMD002", np.zeros((10, 20), np.uint8))):
+        cv2.imwrite(str(data / "images" / f"{stem}.bmp"), np.full((10, 20, 3), 128, np.uint8))
+        cv2.imwrite(str(data / "masks" / f"{stem}_lesion.png"), mask)
+    weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
+    # when
+    rc = evaluate_main(
+        [
+            "--data",
+            str(data),
+            "--weights",
+            str(weights),
+            "--device",
+            "cpu",
+            "--json",
+            str(tmp_path / "m.json"),
+            "--overlays",
+            str(tmp_path / "o.png"),
+        ]
+    )
+    # then: A: TP 50 FP 150 → JSC .25 DSC .4 ACC .25 SEN 1 SPE 0; B: TP 0 FP 200 → all 0 but SEN 1
+    assert rc == 0
+    result = json.loads((tmp_path / "m.json").read_text())
+    assert result["n"] == 2
+    m = result["metrics"]
+    assert m["jsc"] == pytest.approx(0.125)
+    assert m["dsc"] == pytest.approx(0.2)
+    assert m["acc"] == pytest.approx(0.125)
+    assert m["sen"] == pytest.approx(1.0)
+    assert m["spe"] == pytest.approx(0.0)
+    assert m["jsc_th"] == 0.0
+    assert cv2.imread(str(tmp_path / "o.png")) is not None
+    assert "paper" in capsys.readouterr().out
+
+
+def test_loader_rejects_truncated_and_foreign_files(tmp_path):
+    path = save_generator(build_generator(), tmp_path / "g.pt")
+    data = path.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(WeightsError, match="truncated or corrupt"):
+        load_generator(tmp_path / "cut.pt")
+    with pytest.raises(WeightsError, match="not found"):
+        load_generator(tmp_path / "missing.pt")
+    torch.save({"weights": torch.zeros(3)}, tmp_path / "other.pt")
+    with pytest.raises(WeightsError, match="not an SLSNet"):
+        load_generator(tmp_path / "other.pt")
+    blob = torch.load(path, weights_only=True)
+    blob["config"]["widths"] = [24, 48, 96]
+    torch.save(blob, tmp_path / "shape.pt")
+    with pytest.raises(WeightsError, match="does not match"):
+        load_generator(tmp_path / "shape.pt")
+
+
+def test_predict_writes_masks_at_each_images_size(tmp_path, capsys):
+    images = tmp_path / "in"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((200, 300, 3), 90, np.uint8))
+    cv2.imwrite(str(images / "b.jpg"), np.full((77, 51, 3), 200, np.uint8))
+    weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
+    rc = predict_main(
+        [str(images), "--weights", str(weights), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    )
+    assert rc == 0
+    a = cv2.imread(str(tmp_path / "out" / "a_mask.png"), cv2.IMREAD_GRAYSCALE)
+    b = cv2.imread(str(tmp_path / "out" / "b_mask.png"), cv2.IMREAD_GRAYSCALE)
+    assert a.shape == (200, 300) and b.shape == (77, 51)
+    assert set(np.unique(a)) == {255}
+    assert (tmp_path / "out" / "a_overlay.png").is_file()
+
+
+def test_predict_reports_a_missing_input(tmp_path, capsys):
+    rc = predict_main([str(tmp_path / "nope.png"), "--out", str(tmp_path / "o")])
+    assert rc == 2
+    assert (
+        capsys.readouterr().err.strip() == f"error: no such file or folder: {tmp_path / 'nope.png'}"
+    )
+
+
+@pytest.mark.timeout(300)
+def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
+    # when
+    out = tmp_path / "weights" / "model.pt"
+    assert (
+        card_main(["--run", str(trained_run), "--data", str(tiny_isic / "val"), "--out", str(out)])
+        == 0
+    )
+    # then: the weights load, and the card carries what a user needs to trust them
+    gen = load_generator(out)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert card["parameters"] == sum(p.numel() for p in gen.parameters())
+    assert SLSNetConfig.from_dict(card["config"]) == gen.config
+    assert card["input"]["size_wh"] == [64, 64]
+    assert card["threshold"] == 0.5
+    assert card["training"]["epochs_run"] == 1
+    assert card["evaluation"]["n"] == 2
+    assert set(card["evaluation"]["metrics"]) == {"acc", "dsc", "jsc", "sen", "spe", "jsc_th"}
+    assert any("1710.05006" in c for c in card["citations"])
+    (phase,) = card["training"]["commands"]
+    assert phase["from_epoch"] == 0
+    assert phase["command"].startswith("python -m slsnet.train --data")
+    assert card["training"]["initialised_from"] is None
+    assert "crop" not in card["training"]["augmentation"]
+
+
+def test_shipped_weights_load_and_match_their_card():
+    weights = Path(__file__).resolve().parents[1] / "weights" / "slsnet_isic2017.pt"
+    if not weights.is_file():
+        pytest.skip("no shipped weights in this checkout")
+    gen = load_generator(weights)
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert SLSNetConfig.from_dict(card["config"]) == gen.config
+    assert card["parameters"] == sum(p.numel() for p in gen.parameters())
+    assert 0.0 < card["evaluation"]["metrics"]["jsc"] <= 1.0
+    # the weights really segment: a dark disc on light skin is found, the skin is not
+    image = np.full((128, 128, 3), (205, 170, 150), np.uint8)
+    cv2.circle(image, (64, 64), 30, (90, 60, 50), -1)
+    from slsnet.inference import predict_probs
+
+    prob = predict_probs(gen, [image], device=torch.device("cpu"))[0]
+    assert prob[64, 64] > 0.5 > prob[5, 5]
