@@ -26,7 +26,7 @@ NET_STAGES = ("preprocess", "infer", "postprocess")
 # meets it halfway, and hysteresis keeps the old side until a second keyframe agrees; with 0.3
 # every keyframe snapped to the network and fast pans flickered more than with no smoothing
 # (chosen on training-image clips of the temporal benchmark, docs/benchmarks.md)
-KEYFRAME_DEFAULTS = {"history": 0.8, "floor": 0.5, "hysteresis": 0.1}
+KEYFRAME_DEFAULTS = {"history": 0.8, "floor": 0.5, "hysteresis": 0.1, "sigma": 30.0}
 
 
 class Keyframe(FlowSmoother):

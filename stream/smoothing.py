@@ -30,7 +30,10 @@ from stream.postprocess import prob_to_mask
 MODES = ("off", "ema", "flow", "keyframe")
 CHOICES = ("auto", *MODES)  # what a user may ask for
 DEFAULT_MODE = "auto"  # chosen on the temporal benchmark (docs/benchmarks.md), see resolve_mode
-FLOW_DEFAULTS = {"history": 0.9, "floor": 0.7, "hysteresis": 0.1}  # flow and keyframe
+# flow's blend (keyframe has its own, stream.keyframe.KEYFRAME_DEFAULTS): chosen on training-image
+# clips of the temporal benchmark as the longest memory that still shows a confident change of
+# the network's mind within 1/3 s at 30 FPS (it takes 8 frames; tests/test_smoothing.py holds it)
+FLOW_DEFAULTS = {"history": 0.97, "floor": 0.9, "hysteresis": 0.1, "sigma": 60.0}
 MAX_GAP = 8  # a jump of more frames than this (a seek) is a cut
 EPS = 1e-6
 
@@ -163,10 +166,11 @@ class FlowSmoother(Ema):
         size: S, the network's input side (flow is computed on S×S stretched thumbnails).
         preset: DIS optical flow preset.
         cut_residual: mean grey residual after warping above which the frame is a cut.
-        sigma: warp residual (grey levels) at which the history's weight falls to 1/e: pixels
-            the flow cannot explain (occlusion, new skin) take the new value.
-        **options: passed to :class:`Ema`; ``history``, ``floor`` and ``hysteresis`` default to
-            ``FLOW_DEFAULTS`` (a longer memory than ``ema``'s, which would trail on motion).
+        **options: ``sigma``, the warp residual (grey levels) at which the history's weight
+            falls to 1/e, so that pixels the flow cannot explain (occlusion, new skin) take the
+            new value; the rest are passed to :class:`Ema`. ``history``, ``floor``,
+            ``hysteresis`` and ``sigma`` default to ``FLOW_DEFAULTS`` (a longer memory than
+            ``ema``'s, which would trail on motion).
     """
 
     mode = "flow"
@@ -177,13 +181,13 @@ class FlowSmoother(Ema):
         size: int = 128,
         preset: str = "ultrafast",
         cut_residual: float = 12.0,
-        sigma: float = 30.0,
         **options,
     ):
         # Motion no longer argues against a long memory once the history moves with the scene:
         # these defaults were chosen on the temporal benchmark (docs/benchmarks.md).
         for key, value in FLOW_DEFAULTS.items():
             options.setdefault(key, value)
+        sigma = options.pop("sigma")
         super().__init__(**options)
         self.tracker = FlowTracker(size, preset=preset, cut_residual=cut_residual, sigma=sigma)
         # Frame index → (its motion or None, whether it broke with the history, ms it took).

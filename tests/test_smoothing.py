@@ -11,6 +11,7 @@ from stream.postprocess import prob_to_mask
 from stream.smoothing import (
     CHOICES,
     DEFAULT_MODE,
+    FLOW_DEFAULTS,
     MODES,
     Ema,
     build_smoother,
@@ -54,20 +55,40 @@ def test_a_constant_probability_map_is_a_fixed_point(static_clip, mode):
     assert iou(frames[-1].mask, prob_to_mask(base, SIZE_WH, 0.5)) > 0.99
 
 
-def test_flow_follows_a_moving_lesion_better_than_ema():
+def test_flow_follows_a_moving_lesion_where_the_same_blend_without_flow_trails():
     # given a fast pan: the lesion crosses the frame at up to ~10 px per frame
     clip = make_clip("fast_pan", seconds=1.0, seed=2)
     truths = [t for _, t, _ in clip]
+    blend = {k: FLOW_DEFAULTS[k] for k in ("history", "floor", "hysteresis")}
 
-    def follow(mode):
-        return np.mean(
-            [iou(f.mask, t) for f, t in zip(run(build_smoother(mode), clip), truths, strict=True)]
-        )
+    def follow(mode, **options):
+        frames = run(build_smoother(mode, **options), clip)
+        return [iou(f.mask, t) for f, t in zip(frames, truths, strict=True)]
 
-    # then the flow-warped history stays on the lesion; plain blending trails behind it
-    ema, flow = follow("ema"), follow("flow")
-    assert flow > ema + 0.02
-    assert flow > 0.9
+    # then with flow's long memory the warped history stays on the lesion on every frame, while
+    # the same memory blended in place trails far behind it; ema's own short memory trails less
+    flow, trailing = follow("flow"), follow("ema", **blend)
+    assert min(flow) > 0.93 and np.mean(flow) > 0.96
+    assert np.mean(trailing) < np.mean(flow) - 0.2
+    assert np.mean(follow("ema")) < np.mean(flow)
+
+
+@pytest.mark.parametrize("mode", ["ema", "flow"])
+def test_a_confident_change_of_mind_shows_within_a_third_of_a_second(static_clip, mode):
+    # given a still scene where the network sees no lesion for 10 frames, then sees it surely
+    # (the skin was covered, or the network was wrong and recovers): the flow cannot help here
+    truth = static_clip[0][1]
+    skin = np.full((S, S), 0.02, np.float32)
+    lesion = np.where(static_clip[0][2] > 0.5, 0.98, 0.02).astype(np.float32)
+    clip = [(img, t, skin) for img, t, _ in static_clip[:10]]
+    clip += [(img, t, lesion) for img, t, _ in static_clip[10:30]]
+    frames = run(build_smoother(mode), clip)
+    # then the mask shows the lesion within 10 frames (1/3 s at 30 FPS): a long memory that
+    # steadies the outline must not make the view lag behind what the network sees
+    shown = [i for i, f in enumerate(frames[10:]) if iou(f.mask, truth) > 0.85]
+    assert not frames[9].mask.any()
+    assert shown and shown[0] < 10
+    assert all(iou(f.mask, truth) > 0.85 for f in frames[10 + shown[0] :])
 
 
 @pytest.mark.parametrize("mode", ["ema", "flow", "keyframe"])
