@@ -35,7 +35,8 @@ from stream.frame import Frame
 from stream.postprocess import prob_to_mask
 from stream.smoothing import DEFAULT_MODE, build_smoother, resolve_mode
 from stream.temporal_metrics import frame_steps, score_clip
-from stream.temporal_report import markdown, print_report, summarise, verdict
+from stream.temporal_report import markdown, print_report, response_line, summarise, verdict
+from stream.temporal_response import LEAD, change_of_mind, frames_to_show
 
 MOTIONS = ("slow_pan", "fast_pan", "zoom", "rotation", "jitter", "flicker")
 NET_STAGES = ("preprocess", "infer", "postprocess")
@@ -150,6 +151,26 @@ def replay(
     return masks, extras
 
 
+def delays(labels: list[str], options: dict, pair, engine, net_ms: dict,
+           args: argparse.Namespace) -> dict[str, float | None]:
+    """Per mode, frames until a confident change of the network's mind shows in the mask.
+
+    Replayed on a still clip of the first image (:mod:`stream.temporal_response`); None where
+    the mask does not show it within 50 frames. ``async`` runs the real network, which cannot
+    be told to change its mind, so it is left out.
+    """
+    clip, probs = change_of_mind(read_rgb(pair.image), read_mask(pair.mask), engine.size,
+                                 frames=LEAD + 50, size_wh=args.size, fps=args.fps)
+    truths = [t for _, t in clip]
+    out = {}
+    for label in labels:
+        if label != "async":
+            masks, _ = replay(label, options, clip, probs, engine, net_ms, args.fps)
+            n = frames_to_show(masks, truths)
+            out[label] = n if np.isfinite(n) else None
+    return out
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m stream.temporal_bench", description=__doc__.split("\n\n")[0]
@@ -262,6 +283,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             f"({time.perf_counter() - t_start:.0f} s)[/]"
         )
     summary = summarise(rows)
+    response = delays(labels, options, pairs[0], engine, net_ms, args)
     # the clips stand for recorded files: every frame goes through the network, as ``auto`` does
     # for files; the keyframe check covers ``auto`` on a live source on the CPU
     default = resolve_mode(DEFAULT_MODE, live=False, cpu=True)
@@ -273,6 +295,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         f"({default} on files)"
     )
     print_report(console, summary, checks, header)
+    console.print(response_line(response))
     return {
         "config": {k: v for k, v in vars(args).items() if k != "json"} | {"size": list(args.size)},
         "weights": weights,
@@ -282,6 +305,7 @@ def run(args: argparse.Namespace, console: Console) -> dict:
         "file_mode": default,
         "summary": summary,
         "checks": [{"check": text, "pass": ok} for text, ok in checks],
+        "response_frames": response,
         "clips": rows,
     }
 
@@ -299,7 +323,9 @@ def main(argv: list[str] | None = None) -> int:
         Path(args.json).write_text(json.dumps(result, indent=1))
         console.print(f"wrote {args.json}")
     if args.markdown:
-        Path(args.markdown).write_text(markdown(result["summary"]))
+        Path(args.markdown).write_text(
+            markdown(result["summary"]) + "\n" + response_line(result["response_frames"]) + "\n"
+        )
         console.print(f"wrote {args.markdown}")
     return 0
 

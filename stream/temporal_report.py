@@ -139,3 +139,10 @@ def markdown(summary: dict) -> str:
         for label, r in by_label.items():
             lines.append("| " + " | ".join([motion, *_cells(label, r, by_label.get("off"))]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def response_line(response: dict[str, float | None]) -> str:
+    """One line: per mode, the frames a confident change of the network's mind takes to show."""
+    parts = [f"{label} {'never' if n is None else format(n, '.0f')}" for label, n in
+             response.items()]
+    return "Frames to show a confident change (still scene): " + ", ".join(parts)

@@ -23,6 +23,7 @@ from stream.temporal_metrics import (
     unsteady_cut,
 )
 from stream.temporal_report import markdown, summarise, verdict
+from stream.temporal_response import LEAD, frames_to_show
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -238,6 +239,21 @@ def bench(*args):
     )
 
 
+def test_frames_to_show_counts_from_the_change_until_the_mask_stays():
+    truths = [square(10, 10)] * (LEAD + 6)
+    empty = np.zeros_like(truths[0])
+
+    def delay(after):  # the masks after the change; before it the lesion was never shown
+        return frames_to_show([empty] * LEAD + after, truths)
+
+    assert delay([square(10, 10)] * 6) == 1
+    assert delay([empty, empty] + [square(10, 10)] * 4) == 3
+    # a mask that shows the lesion, loses it and shows it again counts from the second time
+    assert delay([square(10, 10), empty, empty] + [square(10, 10)] * 3) == 4
+    # a mask far off the truth (IoU 0.32) does not show it, and one that never does is inf
+    assert delay([square(13, 13)] * 6) == float("inf")
+
+
 @pytest.mark.timeout(240)
 def test_benchmark_runs_every_mode_and_writes_json(tiny_data, tmp_path):
     # when the benchmark runs on one still, two motions, with an untrained network
@@ -277,6 +293,12 @@ def test_benchmark_runs_every_mode_and_writes_json(tiny_data, tmp_path):
     assert kf2["net_share"] == pytest.approx(3 / 6) and kf2["interval"] == 2
     assert result["weights"] is None and "RANDOM" in r.stdout
     assert md.read_text().startswith("| motion | mode |")
+    # and each mode's delay in showing a confident change: none for off, a few frames for the
+    # smoothers' memory, at least until the next keyframe for keyframe/2
+    response = result["response_frames"]
+    assert list(response) == labels and response["off"] == 1
+    assert 1 <= response["ema"] < response["flow"] <= 10 and 2 <= response["keyframe/2"] <= 10
+    assert "Frames to show a confident change" in r.stdout and "flow " in md.read_text()
     # and the network outputs were cached for the next run
     assert len(list((tmp_path / "cache").glob("*.npy"))) == 2
 
