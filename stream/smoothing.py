@@ -30,9 +30,9 @@ from stream.postprocess import prob_to_mask
 MODES = ("off", "ema", "flow", "keyframe")
 CHOICES = ("auto", *MODES)  # what a user may ask for
 DEFAULT_MODE = "auto"  # chosen on the temporal benchmark (docs/benchmarks.md), see resolve_mode
-# flow's blend (keyframe has its own, stream.keyframe.KEYFRAME_DEFAULTS): chosen on training-image
-# clips of the temporal benchmark as the longest memory that still shows a confident change of
-# the network's mind within 1/3 s at 30 FPS (it takes 8 frames; tests/test_smoothing.py holds it)
+# flow's blend (keyframe has its own, stream.keyframe.KEYFRAME_DEFAULTS), chosen on training-image
+# clips of the temporal benchmark: a long memory that still shows a confident change of the
+# network's mind within 1/3 s at 30 FPS (7-9 frames; tests/test_smoothing.py holds the bound)
 FLOW_DEFAULTS = {"history": 0.97, "floor": 0.9, "hysteresis": 0.1, "sigma": 60.0}
 MAX_GAP = 8  # a jump of more frames than this (a seek) is a cut
 EPS = 1e-6

@@ -3,8 +3,9 @@
 The other side of a long memory: a smoother that steadies the mask also delays it. On a still
 scene whose network output turns from surely-skin to surely-lesion (the skin was covered, or the
 network recovers from a miss), the flow cannot help; only the blend decides when the mask
-follows. :func:`response_frames` replays that scene through the same smoother objects as the
-temporal benchmark and counts the frames until the mask shows the lesion.
+follows. :func:`change_of_mind` makes that scene; the temporal benchmark replays it through the
+same smoother objects as its clips (``stream.temporal_bench.delays``), and :func:`frames_to_show`
+counts the frames until the mask shows the lesion.
 """
 
 from __future__ import annotations
