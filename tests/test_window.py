@@ -104,24 +104,32 @@ def start_demo(display: str, clip: Path, weights: Path, cwd: Path,
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+LOOKS: list[str] = []  # what each screenshot of the last wait_for_overlay saw, for its failure
+
+
 def wait_for_overlay(display: str, demo: subprocess.Popen, shot: Path, timeout: float = 90):
-    deadline = time.monotonic() + timeout
+    deadline, start = time.monotonic() + timeout, time.monotonic()
+    LOOKS.clear()
     while time.monotonic() < deadline and demo.poll() is None:
         image = screenshot(display, shot)
-        if contour_pixels(image) > 200:
+        found = contour_pixels(image)
+        painted = int((image.max(axis=2) > 0).sum())
+        LOOKS.append(f"{time.monotonic() - start:.1f} s: {found} contour px, {painted} lit px")
+        if found > 200:
             return image
         time.sleep(1.5)  # leave the X server to the demo between looks
     return None
 
 
 def no_overlay(display: str, demo: subprocess.Popen) -> str:
-    """What to say when no overlay came: the X windows there, and what the demo printed."""
+    """What to say when no overlay came: each look, the X windows there, what the demo printed."""
     env = {**os.environ, "DISPLAY": display}
     tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True,
                           text=True, timeout=30).stdout if shutil.which("xwininfo") else "?"
     if demo.poll() is None:
         demo.kill()
-    return f"no overlay on screen; X windows:\n{tree}\ndemo said:\n{demo.communicate()[0]}"
+    return (f"no overlay on screen; screenshots: {'; '.join(LOOKS) or 'none'}\n"
+            f"X windows:\n{tree}\ndemo said:\n{demo.communicate()[0]}")
 
 
 def test_no_display_is_reported_without_touching_qt(monkeypatch):
