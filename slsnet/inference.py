@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import torch
 
-from slsnet.data import resize_to_input, to_tensor  # noqa: F401 (resize_to_input: part of this module's API)
+from slsnet.data import resize_to_input, to_tensor
 from slsnet.generator import Generator
 
 

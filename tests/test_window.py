@@ -104,31 +104,29 @@ def start_demo(display: str, clip: Path, weights: Path, cwd: Path,
         cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
-LOOKS: list[str] = []  # what each screenshot of the last wait_for_overlay saw, for its failure
-
-
 def wait_for_overlay(display: str, demo: subprocess.Popen, shot: Path, timeout: float = 90):
-    deadline, start = time.monotonic() + timeout, time.monotonic()
-    LOOKS.clear()
-    while time.monotonic() < deadline and demo.poll() is None:
+    """(The first screenshot with the overlay or None, what each screenshot saw.)"""
+    start = time.monotonic()
+    looks: list[str] = []
+    while time.monotonic() < start + timeout and demo.poll() is None:
         image = screenshot(display, shot)
         found = contour_pixels(image)
         painted = int((image.max(axis=2) > 0).sum())
-        LOOKS.append(f"{time.monotonic() - start:.1f} s: {found} contour px, {painted} lit px")
+        looks.append(f"{time.monotonic() - start:.1f} s: {found} contour px, {painted} lit px")
         if found > 200:
-            return image
+            return image, looks
         time.sleep(1.5)  # leave the X server to the demo between looks
-    return None
+    return None, looks
 
 
-def no_overlay(display: str, demo: subprocess.Popen) -> str:
+def no_overlay(display: str, demo: subprocess.Popen, looks: list[str]) -> str:
     """What to say when no overlay came: each look, the X windows there, what the demo printed."""
     env = {**os.environ, "DISPLAY": display}
     tree = subprocess.run(["xwininfo", "-root", "-tree"], env=env, capture_output=True,
                           text=True, timeout=30).stdout if shutil.which("xwininfo") else "?"
     if demo.poll() is None:
         demo.kill()
-    return (f"no overlay on screen; screenshots: {'; '.join(LOOKS) or 'none'}\n"
+    return (f"no overlay on screen; screenshots: {'; '.join(looks) or 'none'}\n"
             f"X windows:\n{tree}\ndemo said:\n{demo.communicate()[0]}")
 
 
@@ -152,8 +150,8 @@ def test_window_shows_the_overlay_and_hud_under_xvfb(xvfb, tmp_path, lesion_ever
     demo = start_demo(xvfb, clip.path, lesion_everywhere, tmp_path)
     try:
         # when the window has drawn a few frames
-        image = wait_for_overlay(xvfb, demo, tmp_path / "screen.png")
-        assert image is not None, no_overlay(xvfb, demo)
+        image, looks = wait_for_overlay(xvfb, demo, tmp_path / "screen.png")
+        assert image is not None, no_overlay(xvfb, demo, looks)
         # then the screen shows the tinted frame, the yellow contour and the dark HUD box
         ys, xs = np.nonzero(np.abs(image.astype(np.int16) - CONTOUR_BGR).max(axis=2) < 40)
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max(), ys.max()
@@ -185,8 +183,8 @@ def test_keys_save_a_snapshot_and_quit(xvfb, tmp_path, lesion_everywhere):
     demo = start_demo(xvfb, clip.path, lesion_everywhere, tmp_path, "--realtime")
     env = {**os.environ, "DISPLAY": xvfb}
     try:
-        shown = wait_for_overlay(xvfb, demo, tmp_path / "screen.png", timeout=150)
-        assert shown is not None, no_overlay(xvfb, demo)
+        shown, looks = wait_for_overlay(xvfb, demo, tmp_path / "screen.png", timeout=150)
+        assert shown is not None, no_overlay(xvfb, demo, looks)
 
         def press(key: str) -> None:
             # windowfocus, not windowactivate: Xvfb runs no window manager
