@@ -55,6 +55,16 @@ def _augmentation(args: dict) -> str:
     if args.get("zoom"):
         text += (f"; before them, with probability {args['zoom']}, a random square crop of "
                  f"1/z of the image, z uniform in 1-{args['max_zoom']}")
+    if args.get("rotate"):
+        text += (f"; then, with probability {args['rotate']}, a rotation by a uniform random "
+                 "angle (mirrored borders)")
+    return text
+
+
+def _optimiser(args: dict) -> str:
+    text = f"Adam lr {args.get('lr')} betas (0.5, 0.999), one D step then one G step"
+    if args.get("lr_schedule") == "cosine":
+        text += f"; lr follows a cosine from {args.get('lr')} to 0 over {args.get('epochs')} epochs"
     return text
 
 
@@ -109,7 +119,7 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "epochs_run": len(log),
             "best_epoch": best_epoch,
             "batch_size": args.get("batch_size"),
-            "optimiser": f"Adam lr {args.get('lr')} betas (0.5, 0.999), one D step then one G step",
+            "optimiser": _optimiser(args),
             "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial + {args.get('l1_weight')}·L1 "
             f"+ {args.get('jaccard_weight')}·Jaccard (last phase; see commands)",
             "augmentation": _augmentation(args),

@@ -144,6 +144,23 @@ def zoom_crop(
     return image[y : y + ch, x : x + cw], mask[y : y + ch, x : x + cw]
 
 
+def rotate(
+    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask turned by one random angle about their centre, borders mirrored.
+
+    A dermatoscope has no "up": the same lesion comes at any angle. Flips give only the four
+    right-angle views; this gives the rest. Mirrored borders keep the corners skin-like
+    instead of black, which the network would learn to read as the scope's field stop.
+    """
+    h, w = mask.shape
+    m = cv2.getRotationMatrix2D((w / 2 - 0.5, h / 2 - 0.5), float(rng.uniform(0, 360)), 1.0)
+    turned = cv2.warpAffine(image, m, (w, h), flags=cv2.INTER_LINEAR,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    return turned, cv2.warpAffine(mask, m, (w, h), flags=cv2.INTER_NEAREST,
+                                  borderMode=cv2.BORDER_REFLECT_101)
+
+
 def fit(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Image and mask resized to size×size (area-averaged down, bilinear up; mask nearest)."""
     if image.shape[:2] == (size, size):
@@ -165,6 +182,8 @@ class Batches:
         zoom: probability in [0, 1] of a :func:`zoom_crop` before the paper's augmentation
             (0: never, and no random draw for it, so runs without it draw as before).
         max_zoom: the largest zoom of a crop (≥ 1).
+        turn: probability in [0, 1] of a :func:`rotate` by a random angle (0: never, and no
+            random draw for it).
     """
 
     def __init__(
@@ -177,17 +196,20 @@ class Batches:
         size: int | None = None,
         zoom: float = 0.0,
         max_zoom: float = 2.0,
+        turn: float = 0.0,
     ):
         self.images, self.masks = images, masks
         self.batch_size = batch_size
         self.rng = rng
         self.size = size or images.shape[1]
-        self.zoom, self.max_zoom = zoom, max_zoom
+        self.zoom, self.max_zoom, self.turn = zoom, max_zoom, turn
 
     def _sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self.images[i], self.masks[i]
         if self.zoom > 0 and self.rng.random() < self.zoom:
             image, mask = zoom_crop(image, mask, self.rng, self.max_zoom)
+        if self.turn > 0 and self.rng.random() < self.turn:
+            image, mask = rotate(image, mask, self.rng)
         return augment(*fit(image, mask, self.size), self.rng)
 
     def __len__(self) -> int:

@@ -69,6 +69,12 @@ class GANTrainer:
         """The generator to validate and save: the moving average if kept, else G itself."""
         return self.generator if self.ema is None else self.ema.module
 
+    def set_lr(self, lr: float) -> None:
+        """Both optimisers' learning rate from now on (a schedule calls this every step)."""
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+
     def _autocast(self):
         if not self.hyper.amp:
             return nullcontext()
@@ -143,9 +149,7 @@ class GANTrainer:
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
         self.opt_d.load_state_dict(state["opt_d"])
-        for opt in (self.opt_g, self.opt_d):
-            for group in opt.param_groups:
-                group["lr"] = self.hyper.lr
+        self.set_lr(self.hyper.lr)
         if self.ema is None:
             return
         if "ema" in state:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import signal
 import sys
 import threading
@@ -62,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of a random zoom-in crop of a training image, as a "
                    "dermatoscope held close frames the lesion (0: off, the paper's setting)")
     g.add_argument("--max-zoom", type=float, default=2.0, help="largest zoom of those crops")
+    g.add_argument("--rotate", type=float, default=0.0, metavar="P",
+                   help="probability of turning a training image by a random angle "
+                   "(0: off, the paper's setting: flips only)")
     g = p.add_argument_group("model")
     g.add_argument("--size", type=int, default=128, help="network input size (square)")
     g.add_argument("--init", metavar="WEIGHTS",
@@ -70,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, default=100)
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--lr", type=float, default=2e-4)
+    g.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
+                   help="cosine: the rate falls from --lr to 0 over --epochs, step by step "
+                   "(the paper: constant)")
     g.add_argument("--l1-weight", type=float, default=0.1, help="λ of the L1 term")
     g.add_argument("--jaccard-weight", type=float, default=0.5, help="α of the Jaccard term")
     g.add_argument(
@@ -86,6 +93,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     g.add_argument("--seed", type=int, default=0)
     return p
+
+
+def learning_rate(args: argparse.Namespace, step: int, total: int) -> float:
+    """The rate for training step ``step`` (0-based) of ``total``: ``--lr``, or its cosine decay.
+
+    The schedule is a function of the step alone, so a resumed run takes it up where it stopped
+    (given the same ``--epochs``).
+    """
+    if args.lr_schedule == "constant":
+        return args.lr
+    return 0.5 * args.lr * (1 + math.cos(math.pi * step / max(total, 1)))
 
 
 def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -112,6 +130,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise ValueError(f"--zoom is a probability in [0, 1], not {args.zoom}")
     if args.max_zoom < 1:
         raise ValueError(f"--max-zoom must be at least 1, not {args.max_zoom}")
+    if not 0 <= args.rotate <= 1:
+        raise ValueError(f"--rotate is a probability in [0, 1], not {args.rotate}")
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -164,7 +184,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     images, masks = load_arrays(pairs, stored)
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
     batches = Batches(images, masks, args.batch_size, rng, size=args.size, zoom=args.zoom,
-                      max_zoom=args.max_zoom)
+                      max_zoom=args.max_zoom, turn=args.rotate)
     console.log(
         f"{len(images)} train / {len(val_images)} val images on {device}, "
         f"{torch.get_num_threads()} threads"
@@ -184,6 +204,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("train", total=len(batches), epoch=epoch, info="")
             for i, (x, y) in enumerate(batches, 1):
+                trainer.set_lr(learning_rate(args, (epoch - 1) * len(batches) + i - 1,
+                                             args.epochs * len(batches)))
                 losses = trainer.step(x, y)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
@@ -197,6 +219,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         record = {
             "epoch": epoch,
             **{k: v / len(batches) for k, v in sums.items()},
+            "lr": trainer.opt_g.param_groups[0]["lr"],
             "images_per_s": len(images) / train_s,
             "train_seconds": train_s,
             "val": val,

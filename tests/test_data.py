@@ -2,7 +2,15 @@ import cv2
 import numpy as np
 import pytest
 
-from slsnet.data import Batches, augment, find_pairs, load_arrays, to_tensor, zoom_crop
+from slsnet.data import (
+    Batches,
+    augment,
+    find_pairs,
+    load_arrays,
+    rotate,
+    to_tensor,
+    zoom_crop,
+)
 
 
 def _write(path, array):
@@ -89,6 +97,27 @@ def test_zoom_crop_cuts_one_window_from_image_and_mask():
         assert np.array_equal(m, (im[..., 0].astype(int) + im[..., 1]) % 2)
         sides.add(m.shape[0])
     assert len(sides) > 5  # the zoom varies
+
+
+def test_rotate_turns_image_and_mask_by_the_same_random_angle():
+    # given: a lesion off centre, drawn in the image's red channel and in the mask
+    image = np.zeros((64, 64, 3), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[16:26, 34:50] = 1  # inside the inscribed circle: no angle turns it out of view
+    image[..., 0] = mask * 255
+    rng = np.random.default_rng(5)
+    centres = set()
+    for _ in range(20):
+        # when
+        im, m = rotate(image, mask, rng)
+        # then: same size, the lesion keeps its area and the image shows it where the mask does
+        assert im.shape == image.shape and m.shape == mask.shape
+        assert abs(int(m.sum()) - int(mask.sum())) <= 0.1 * mask.sum()
+        assert ((im[..., 0] > 127) != (m > 0)).mean() <= 0.02
+        ys, xs = np.nonzero(m)
+        centres.add((round(ys.mean() / 4), round(xs.mean() / 4)))
+    # and the angle varies: the lesion lands in many places around the centre
+    assert len(centres) > 10
 
 
 def test_batches_without_zoom_draw_exactly_the_paper_augmentation():

@@ -5,6 +5,7 @@ in test_model_tools.py.
 """
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -179,12 +180,37 @@ def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, 
     }
 
 
+@pytest.mark.timeout(300)
+def test_a_cosine_schedule_with_rotations_lowers_the_rate_each_epoch_and_says_so(tiny_isic,
+                                                                                 tmp_path):
+    # given: 4 training images in batches of 2, so 2 steps an epoch and 4 in all
+    run = tmp_path / "run"
+    # when: two epochs with the cosine schedule and every image turned
+    assert train(tiny_isic, run, "--epochs", "2", "--lr", "1e-4", "--lr-schedule", "cosine",
+                 "--rotate", "1") == 0
+    # then: the rate of each epoch's last step (steps 1 and 3) follows the cosine from 1e-4 to 0
+    rates = [r["lr"] for r in read_log(run)]
+    assert rates == pytest.approx([0.5e-4 * (1 + math.cos(math.pi * s / 4)) for s in (1, 3)])
+    # and the card of these weights says how they were trained
+    val = ["--data", str(tiny_isic / "val")]
+    assert card_main(["--run", str(run), *val, "--out", str(tmp_path / "w.pt")]) == 0
+    training = json.loads((tmp_path / "w.json").read_text())["training"]
+    assert "a rotation by a uniform random angle" in training["augmentation"]
+    assert "lr follows a cosine from 0.0001 to 0 over 2 epochs" in training["optimiser"]
+
+
+def test_the_constant_schedule_is_the_given_rate_at_every_step():
+    args = slsnet.train.build_parser().parse_args(["--data", "d", "--out", "o", "--lr", "3e-4"])
+    assert [slsnet.train.learning_rate(args, s, 10) for s in (0, 5, 9)] == [3e-4] * 3
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
         (["--init", "nowhere.pt"], "error: weights file not found: nowhere.pt"),
         (["--zoom", "1.5"], "error: --zoom is a probability in [0, 1], not 1.5"),
         (["--zoom", "0.5", "--max-zoom", "0.5"], "error: --max-zoom must be at least 1, not 0.5"),
+        (["--rotate", "2"], "error: --rotate is a probability in [0, 1], not 2.0"),
     ],
 )
 def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
