@@ -82,18 +82,22 @@ def read_mask(path: str | Path) -> np.ndarray:
 
 
 def load_arrays(pairs: list[Pair], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Images stretch-resized to N×size×size×3 uint8 RGB, masks to N×size×size uint8 0/1."""
+    """Images stretch-resized to N×size×size×3 uint8 RGB, masks to N×size×size uint8 0/1.
+
+    Images go through :func:`resize_to_input`, the resize inference uses, so an image smaller
+    than ``size`` is enlarged the same way in training as in use.
+    """
     images = np.empty((len(pairs), size, size, 3), np.uint8)
     masks = np.empty((len(pairs), size, size), np.uint8)
     for i, pair in enumerate(pairs):
-        images[i] = cv2.resize(read_rgb(pair.image), (size, size), interpolation=cv2.INTER_AREA)
+        images[i] = resize_to_input(read_rgb(pair.image), size)
         m = read_mask(pair.mask).astype(np.uint8)
         masks[i] = cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
     return images, masks
 
 
 def resize_to_input(rgb: np.ndarray, size: int) -> np.ndarray:
-    """Stretch-resize H×W×3 uint8 to size×size (area filter when shrinking, as in training)."""
+    """Stretch-resize H×W(×C) uint8 to size×size: area filter when shrinking, bilinear else."""
     h, w = rgb.shape[:2]
     interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
     return cv2.resize(rgb, (size, size), interpolation=interp)

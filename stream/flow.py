@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from slsnet.data import resize_to_input
+
 PRESETS = {
     "ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST,
     "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
@@ -26,10 +28,7 @@ CONTRAST = 40.0  # grey levels per standard deviation in the normalised thumbnai
 
 def thumbnail(image_bgr: np.ndarray, size: int) -> np.ndarray:
     """H×W×3 uint8 BGR → size×size uint8 grey, stretched as for the network, light-normalised."""
-    grey = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
-    h, w = grey.shape
-    interp = cv2.INTER_AREA if (h >= size and w >= size) else cv2.INTER_LINEAR
-    small = cv2.resize(grey, (size, size), interpolation=interp).astype(np.float32)
+    small = resize_to_input(cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY), size).astype(np.float32)
     mean, std = cv2.meanStdDev(small)
     norm = (small - float(mean[0, 0])) * (CONTRAST / max(float(std[0, 0]), 1.0)) + 128.0
     return np.clip(norm, 0, 255).astype(np.uint8)

@@ -29,11 +29,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from isic_runs import ISIC
 
 REPO = Path(__file__).resolve().parents[1]
 CHROMIUM = Path(os.environ.get("SLSNET_CHROMIUM", "/usr/bin/chromium"))
 CHROMEDRIVER = Path(os.environ.get("SLSNET_CHROMEDRIVER", "/usr/bin/chromedriver"))
-ISIC_VAL = Path(os.environ.get("SLSNET_DATA", REPO.parent / "shared" / "data" / "isic2017")) / "val"
+ISIC_VAL = ISIC / "val"
 
 # Bar code: BITS cells of CELL×CELL px in the bottom-right corner, on a white frame of MARGIN px,
 # black = 0, white = 1, most significant bit first. 16 px cells survive JPEG and WebP.

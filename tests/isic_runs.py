@@ -4,12 +4,15 @@ The fixtures that use these (``tiny_isic``, ``trained_run``) are in ``conftest.p
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 from slsnet.train import main as train_main
 
-ISIC = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "isic2017"
+# The ISIC 2017 copy beside the repository (../shared/data/isic2017), or $SLSNET_DATA.
+ISIC = Path(os.environ.get("SLSNET_DATA",
+                           Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"))
 
 
 def copy_split(src: Path, dst: Path, n: int) -> None:

@@ -7,6 +7,7 @@ from slsnet.data import (
     augment,
     find_pairs,
     load_arrays,
+    resize_to_input,
     rotate,
     to_tensor,
     zoom_crop,
@@ -80,6 +81,18 @@ def test_load_arrays_resizes_to_the_network_size(tmp_path):
     images, masks = load_arrays(find_pairs(tmp_path), 16)
     assert images.shape == (1, 16, 16, 3) and masks.shape == (1, 16, 16)
     assert masks[0, :, :8].sum() == 0 and masks[0, :, 8:].all()
+
+
+def test_load_arrays_enlarges_a_small_image_as_inference_does(tmp_path):
+    # given: an image smaller than the network input
+    image = np.random.default_rng(2).integers(0, 255, (10, 12, 3), dtype=np.uint8)
+    _write(tmp_path / "images" / "x.png", image[..., ::-1])
+    _write(tmp_path / "masks" / "x.png", np.zeros((10, 12), np.uint8))
+    # when
+    images, _ = load_arrays(find_pairs(tmp_path), 32)
+    # then: the same pixels inference would feed the network (bilinear, not area's blocks)
+    assert np.array_equal(images[0], resize_to_input(image, 32))
+    assert not np.array_equal(images[0], cv2.resize(image, (32, 32), interpolation=cv2.INTER_AREA))
 
 
 def test_zoom_crop_cuts_one_window_from_image_and_mask():
