@@ -55,6 +55,8 @@ def _augmentation(args: dict) -> str:
     if args.get("zoom"):
         text += (f"; before them, with probability {args['zoom']}, a random square crop of "
                  f"1/z of the image, z uniform in 1-{args['max_zoom']}")
+        if args.get("zoom_aim") == "lesion":
+            text += ", holding the lesion's centre"
     if args.get("rotate"):
         text += (f"; then, with probability {args['rotate']}, a rotation by a uniform random "
                  "angle (mirrored borders)")

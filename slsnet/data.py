@@ -134,17 +134,30 @@ def augment(
 
 
 def zoom_crop(
-    image: np.ndarray, mask: np.ndarray, rng: np.random.Generator, max_zoom: float
+    image: np.ndarray,
+    mask: np.ndarray,
+    rng: np.random.Generator,
+    max_zoom: float,
+    *,
+    aim: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random square window of 1/z of the image's side, z uniform in [1, ``max_zoom``].
 
     The window lies anywhere inside the image, so the lesion may fill it or run over its edges:
-    the framing of a dermatoscope held close, which whole-image training never shows.
+    the framing of a dermatoscope held close, which whole-image training never shows. With
+    ``aim`` the window holds the lesion's centre (where there is a lesion), as a scope held
+    close over a lesion does: at high zoom the lesion then fills most of the view.
     """
     h, w = mask.shape
     zoom = float(rng.uniform(1.0, max_zoom))
     ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
-    y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
+    ys, xs = np.nonzero(mask) if aim else ((), ())
+    if len(ys):
+        cy, cx = int(ys.mean()), int(xs.mean())
+        y = int(rng.integers(max(0, cy - ch + 1), min(h - ch, cy) + 1))
+        x = int(rng.integers(max(0, cx - cw + 1), min(w - cw, cx) + 1))
+    else:
+        y, x = int(rng.integers(h - ch + 1)), int(rng.integers(w - cw + 1))
     return image[y : y + ch, x : x + cw], mask[y : y + ch, x : x + cw]
 
 
@@ -186,6 +199,7 @@ class Batches:
         zoom: probability in [0, 1] of a :func:`zoom_crop` before the paper's augmentation
             (0: never, and no random draw for it, so runs without it draw as before).
         max_zoom: the largest zoom of a crop (≥ 1).
+        aim: zoom crops hold the lesion's centre (see :func:`zoom_crop`).
         turn: probability in [0, 1] of a :func:`rotate` by a random angle (0: never, and no
             random draw for it).
     """
@@ -200,18 +214,19 @@ class Batches:
         size: int | None = None,
         zoom: float = 0.0,
         max_zoom: float = 2.0,
+        aim: bool = False,
         turn: float = 0.0,
     ):
         self.images, self.masks = images, masks
         self.batch_size = batch_size
         self.rng = rng
         self.size = size or images.shape[1]
-        self.zoom, self.max_zoom, self.turn = zoom, max_zoom, turn
+        self.zoom, self.max_zoom, self.aim, self.turn = zoom, max_zoom, aim, turn
 
     def _sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self.images[i], self.masks[i]
         if self.zoom > 0 and self.rng.random() < self.zoom:
-            image, mask = zoom_crop(image, mask, self.rng, self.max_zoom)
+            image, mask = zoom_crop(image, mask, self.rng, self.max_zoom, aim=self.aim)
         if self.turn > 0 and self.rng.random() < self.turn:
             image, mask = rotate(image, mask, self.rng)
         return augment(*fit(image, mask, self.size), self.rng)

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="probability of a random zoom-in crop of a training image, as a "
                    "dermatoscope held close frames the lesion (0: off, the paper's setting)")
     g.add_argument("--max-zoom", type=float, default=2.0, help="largest zoom of those crops")
+    g.add_argument("--zoom-aim", choices=["anywhere", "lesion"], default="anywhere",
+                   help="where zoom crops lie: anywhere in the image, or over the lesion's "
+                   "centre, as a scope held close over it (the lesion then fills the view)")
     g.add_argument("--rotate", type=float, default=0.0, metavar="P",
                    help="probability of turning a training image by a random angle "
                    "(0: off, the paper's setting: flips only)")
@@ -184,7 +187,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     images, masks = load_arrays(pairs, stored)
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
     batches = Batches(images, masks, args.batch_size, rng, size=args.size, zoom=args.zoom,
-                      max_zoom=args.max_zoom, turn=args.rotate)
+                      max_zoom=args.max_zoom, aim=args.zoom_aim == "lesion", turn=args.rotate)
     console.log(
         f"{len(images)} train / {len(val_images)} val images on {device}, "
         f"{torch.get_num_threads()} threads"

@@ -133,6 +133,27 @@ def test_rotate_turns_image_and_mask_by_the_same_random_angle():
     assert len(centres) > 10
 
 
+def test_aimed_zoom_crops_hold_the_lesion_centre_where_unaimed_ones_often_miss_it():
+    # given: a small lesion in a corner of a 64×64 image (its centre at row 8, column 52)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[4:13, 48:57] = 1
+    image = np.dstack([mask * 255] * 3).astype(np.uint8)
+
+    def crops(aim: bool) -> list[np.ndarray]:
+        rng = np.random.default_rng(4)
+        return [zoom_crop(image, mask, rng, 3.0, aim=aim)[1] for _ in range(100)]
+
+    # when / then: every aimed crop shows the lesion, and on average a larger share of it
+    aimed, anywhere = crops(True), crops(False)
+    assert all(m.any() for m in aimed)
+    assert sum(not m.any() for m in anywhere) > 20
+    assert np.mean([m.mean() for m in aimed]) > 2 * np.mean([m.mean() for m in anywhere])
+    # and an image without a lesion still gets a crop, from anywhere
+    rng = np.random.default_rng(0)
+    empty = np.zeros_like(mask)
+    assert {zoom_crop(image, empty, rng, 3.0, aim=True)[1].shape for _ in range(30)} != {(64, 64)}
+
+
 def test_batches_without_zoom_draw_exactly_the_paper_augmentation():
     # given: the batches of a run without --zoom, and the same rng driven by hand
     images = np.random.default_rng(1).integers(0, 255, (5, 8, 8, 3), dtype=np.uint8)

@@ -181,13 +181,13 @@ def test_fine_tuning_with_zoom_crops_starts_from_the_given_weights(trained_run, 
 
 
 @pytest.mark.timeout(300)
-def test_a_cosine_schedule_with_rotations_lowers_the_rate_each_epoch_and_says_so(tiny_isic,
+def test_a_cosine_schedule_with_aimed_crops_and_rotations_lowers_the_rate_and_says_so(tiny_isic,
                                                                                  tmp_path):
     # given: 4 training images in batches of 2, so 2 steps an epoch and 4 in all
     run = tmp_path / "run"
     # when: two epochs with the cosine schedule and every image turned
     assert train(tiny_isic, run, "--epochs", "2", "--lr", "1e-4", "--lr-schedule", "cosine",
-                 "--rotate", "1") == 0
+                 "--rotate", "1", "--zoom", "0.5", "--zoom-aim", "lesion") == 0
     # then: the rate of each epoch's last step (steps 1 and 3) follows the cosine from 1e-4 to 0
     rates = [r["lr"] for r in read_log(run)]
     assert rates == pytest.approx([0.5e-4 * (1 + math.cos(math.pi * s / 4)) for s in (1, 3)])
@@ -195,7 +195,8 @@ def test_a_cosine_schedule_with_rotations_lowers_the_rate_each_epoch_and_says_so
     val = ["--data", str(tiny_isic / "val")]
     assert card_main(["--run", str(run), *val, "--out", str(tmp_path / "w.pt")]) == 0
     training = json.loads((tmp_path / "w.json").read_text())["training"]
-    assert "a rotation by a uniform random angle" in training["augmentation"]
+    assert "z uniform in 1-2.0, holding the lesion's centre; then, with probability 1.0, a " \
+        "rotation by a uniform random angle" in training["augmentation"]
     assert "lr follows a cosine from 0.0001 to 0 over 2 epochs" in training["optimiser"]
 
 
