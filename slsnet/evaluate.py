@@ -50,6 +50,27 @@ def evaluate_arrays(
     return acc
 
 
+def lesion_view(
+    rgb: np.ndarray, mask: np.ndarray, zoom: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """What a scope held ``zoom``× closer over the lesion sees: image and mask cut to it.
+
+    The window is 1/``zoom`` of each side, centred on the lesion's centre (the image's, where
+    the mask is empty) and moved inside the image. At 2× and more a large lesion fills most of
+    the view, the framing whole-image scores never test.
+
+    Args:
+        rgb: H×W×3 image. mask: H×W bool mask of the same size. zoom: ≥ 1.
+    """
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    cy, cx = (ys.mean(), xs.mean()) if len(ys) else ((h - 1) / 2, (w - 1) / 2)
+    vh, vw = max(1, round(h / zoom)), max(1, round(w / zoom))
+    y = int(np.clip(round(cy + 0.5 - vh / 2), 0, h - vh))
+    x = int(np.clip(round(cx + 0.5 - vw / 2), 0, w - vw))
+    return rgb[y : y + vh, x : x + vw], mask[y : y + vh, x : x + vw]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Evaluate; prints a rich table and optionally writes JSON and an overlay grid."""
     parser = argparse.ArgumentParser(prog="python -m slsnet.evaluate", description=__doc__)
@@ -58,6 +79,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", dest="json_out", help="write {'n', 'metrics'} here")
     parser.add_argument("--overlays", help="write a PNG grid of image / truth / prediction")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--zoom", type=float, default=1.0,
+                        help="score the view of a scope held this much closer over each lesion "
+                        "(its centre), not the whole image (1: whole images)")
     args = parser.parse_args(argv)
 
     from rich.console import Console
@@ -68,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
     from slsnet.overlays import draw_grid
     from slsnet.train import resolve_device
 
+    if args.zoom < 1:
+        print(f"error: --zoom must be at least 1, not {args.zoom}", file=sys.stderr)
+        return 2
     try:
         device = resolve_device(args.device)
         generator = load_generator(args.weights, device=device)
@@ -77,13 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if args.zoom > 1:
+        views = [lesion_view(im, m, args.zoom) for im, m in zip(rgbs, masks, strict=True)]
+        rgbs, masks = [v[0] for v in views], [v[1] for v in views]
     size = generator.config.input_size
     small = np.stack([resize_to_input(im, size) for im in rgbs])
     preds: list[np.ndarray] = []
     acc = evaluate_arrays(generator, small, masks, device=device, keep=preds)
     mean, pooled = acc.mean(), acc.pooled()
 
-    table = Table(title=f"{len(acc)} images in {args.data}")
+    where = f"{len(acc)} images in {args.data}"
+    table = Table(title=where if args.zoom == 1 else f"{where}, {args.zoom:g}x over each lesion")
     table.add_column("")
     for m in METRICS:
         table.add_column(m.upper().replace("_TH", "_th"), justify="right")
@@ -97,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     Console().print(table)
     if args.json_out:
         Path(args.json_out).write_text(
-            json.dumps({"n": len(acc), "metrics": mean, "pooled": pooled}, indent=2)
+            json.dumps({"n": len(acc), "zoom": args.zoom, "metrics": mean, "pooled": pooled},
+                       indent=2)
         )
     if args.overlays:
         draw_grid(rgbs, masks, preds, args.overlays)

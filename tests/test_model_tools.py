@@ -63,6 +63,34 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
     assert "paper" in capsys.readouterr().out
 
 
+def test_evaluate_zoomed_over_the_lesion_scores_the_view_of_a_scope_held_close(tmp_path,
+                                                                              capsys):
+    # given: one 10×20 image whose lesion is its left quarter, and a net that says "all lesion"
+    data = tmp_path / "set"
+    (data / "images").mkdir(parents=True)
+    (data / "masks").mkdir()
+    mask = np.zeros((10, 20), np.uint8)
+    mask[:, :5] = 255
+    cv2.imwrite(str(data / "images" / "IMD001.bmp"), np.full((10, 20, 3), 128, np.uint8))
+    cv2.imwrite(str(data / "masks" / "IMD001_lesion.png"), mask)
+    weights = str(save_generator(_constant_generator(10.0), tmp_path / "all.pt"))
+
+    def jsc(*flags: str) -> float:
+        out = tmp_path / "m.json"
+        assert evaluate_main(["--data", str(data), "--weights", weights, "--device", "cpu",
+                              "--json", str(out), *flags]) == 0
+        return json.loads(out.read_text())["metrics"]["jsc"]
+
+    # when / then: whole, the lesion is a quarter of the view; 2x closer (a 5×10 window moved
+    # inside the image at the left edge), half of it
+    assert jsc() == pytest.approx(0.25)
+    assert jsc("--zoom", "2") == pytest.approx(0.5)
+    assert "2x over each lesion" in " ".join(capsys.readouterr().out.split())  # title wraps
+    # and a zoom below 1 is one error line
+    assert evaluate_main(["--data", str(data), "--weights", weights, "--zoom", "0.5"]) == 2
+    assert capsys.readouterr().err.strip() == "error: --zoom must be at least 1, not 0.5"
+
+
 def test_loader_rejects_truncated_and_foreign_files(tmp_path):
     path = save_generator(build_generator(), tmp_path / "g.pt")
     data = path.read_bytes()
