@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from isic_runs import ISIC
 from media import write_clip
 from nets import open_gates
 
@@ -26,7 +27,7 @@ from stream.engine_onnx import KEEP, OnnxEngine  # noqa: E402  (after the import
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIGHTS = ROOT / "weights" / "slsnet_isic2017.pt"
-VAL = Path("/work/shared/data/isic2017/val/images")
+VAL = ISIC / "val" / "images"
 CPU = torch.device("cpu")
 
 
