@@ -133,6 +133,12 @@ def augment(
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
+def lesion_centre(mask: np.ndarray) -> tuple[float, float] | None:
+    """(row, column) of the lesion pixels' mean in an H×W mask; None where there are none."""
+    ys, xs = np.nonzero(mask)
+    return (float(ys.mean()), float(xs.mean())) if len(ys) else None
+
+
 def zoom_crop(
     image: np.ndarray,
     mask: np.ndarray,
@@ -151,9 +157,9 @@ def zoom_crop(
     h, w = mask.shape
     zoom = float(rng.uniform(1.0, max_zoom))
     ch, cw = max(1, round(h / zoom)), max(1, round(w / zoom))
-    ys, xs = np.nonzero(mask) if aim else ((), ())
-    if len(ys):
-        cy, cx = int(ys.mean()), int(xs.mean())
+    centre = lesion_centre(mask) if aim else None
+    if centre is not None:
+        cy, cx = int(centre[0]), int(centre[1])
         y = int(rng.integers(max(0, cy - ch + 1), min(h - ch, cy) + 1))
         x = int(rng.integers(max(0, cx - cw + 1), min(w - cw, cx) + 1))
     else:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slsnet.data import find_pairs, read_mask, read_rgb
+from slsnet.data import find_pairs, lesion_centre, read_mask, read_rgb
 from slsnet.generator import Generator
 from slsnet.inference import predict_net, resize_prob
 from slsnet.metrics import METRICS, MetricAccumulator
@@ -63,8 +63,7 @@ def lesion_view(
         rgb: H×W×3 image. mask: H×W bool mask of the same size. zoom: ≥ 1.
     """
     h, w = mask.shape
-    ys, xs = np.nonzero(mask)
-    cy, cx = (ys.mean(), xs.mean()) if len(ys) else ((h - 1) / 2, (w - 1) / 2)
+    cy, cx = lesion_centre(mask) or ((h - 1) / 2, (w - 1) / 2)
     vh, vw = max(1, round(h / zoom)), max(1, round(w / zoom))
     y = int(np.clip(round(cy + 0.5 - vh / 2), 0, h - vh))
     x = int(np.clip(round(cx + 0.5 - vw / 2), 0, w - vw))
