@@ -14,8 +14,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from slsnet.config import INPUT_MEAN, INPUT_STD
+from slsnet.data import find_pairs, read_mask, read_rgb
+from slsnet.evaluate import evaluate_arrays
+from slsnet.export import WeightsError, load_generator, read_card, save_generator
+from slsnet.inference import resize_to_input
+from slsnet.info import count_params
 
 CITATIONS = [
     "Sarker M.M.K., Rashwan H.A., Akram F., et al. SLSNet: Skin lesion segmentation using a "
@@ -75,8 +81,6 @@ def parent_record(weights: str) -> dict:
 
     What a fine-tuning run starts from; ``slsnet.train`` keeps it as ``init.json`` in the run.
     """
-    from slsnet.export import read_card
-
     card = read_card(weights)
     return {"weights": weights, **{k: card.get(k) for k in ("training", "evaluation", "notes")}}
 
@@ -93,8 +97,6 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
     A run that fine-tuned other weights (``--init``) records them and their own card's training,
     evaluation and notes under ``training.initialised_from``: the whole history stays on it.
     """
-    from slsnet.info import count_params
-
     args = json.loads((run / "args.json").read_text())
     log = [
         json.loads(line) for line in (run / "log.jsonl").read_text().splitlines() if line.strip()
@@ -154,13 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="weights/slsnet_isic2017.pt")
     parser.add_argument("--note", action="append", default=[], help="a remark for the card")
     args = parser.parse_args(argv)
-
-    import torch
-
-    from slsnet.data import find_pairs, read_mask, read_rgb
-    from slsnet.evaluate import evaluate_arrays
-    from slsnet.export import WeightsError, load_generator, save_generator
-    from slsnet.inference import resize_to_input
 
     run, data, out = Path(args.run), Path(args.data), Path(args.out)
     try:

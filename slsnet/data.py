@@ -192,6 +192,15 @@ def fit(image: np.ndarray, mask: np.ndarray, size: int) -> tuple[np.ndarray, np.
                                                     interpolation=cv2.INTER_NEAREST)
 
 
+def window(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random size×size window of image and mask (uniform over the positions that fit)."""
+    h, w = mask.shape
+    y, x = int(rng.integers(h - size + 1)), int(rng.integers(w - size + 1))
+    return image[y : y + size, x : x + size], mask[y : y + size, x : x + size]
+
+
 class Batches:
     """Shuffled, augmented mini-batches from in-memory arrays, driven by one numpy Generator.
 
@@ -208,6 +217,10 @@ class Batches:
         aim: zoom crops hold the lesion's centre (see :func:`zoom_crop`).
         turn: probability in [0, 1] of a :func:`rotate` by a random angle (0: never, and no
             random draw for it).
+        view: the size the network runs at; when it is larger than ``size``, a sample is a
+            random ``size``×``size`` window of the image as the network sees it at ``view``
+            (the lesion keeps its scale in pixels) instead of the whole image shrunk.
+            ``None``: the whole image at ``size``.
     """
 
     def __init__(
@@ -222,12 +235,14 @@ class Batches:
         max_zoom: float = 2.0,
         aim: bool = False,
         turn: float = 0.0,
+        view: int | None = None,
     ):
         self.images, self.masks = images, masks
         self.batch_size = batch_size
         self.rng = rng
         self.size = size or images.shape[1]
         self.zoom, self.max_zoom, self.aim, self.turn = zoom, max_zoom, aim, turn
+        self.view = view
 
     def _sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self.images[i], self.masks[i]
@@ -235,6 +250,8 @@ class Batches:
             image, mask = zoom_crop(image, mask, self.rng, self.max_zoom, aim=self.aim)
         if self.turn > 0 and self.rng.random() < self.turn:
             image, mask = rotate(image, mask, self.rng)
+        if self.view and self.view > self.size:
+            return augment(*window(*fit(image, mask, self.view), self.size, self.rng), self.rng)
         return augment(*fit(image, mask, self.size), self.rng)
 
     def __len__(self) -> int:

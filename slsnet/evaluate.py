@@ -13,11 +13,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.console import Console
+from rich.table import Table
 
 from slsnet.data import find_pairs, lesion_centre, read_mask, read_rgb
+from slsnet.device import resolve_device
+from slsnet.export import WeightsError, load_generator
 from slsnet.generator import Generator
-from slsnet.inference import predict_net, resize_prob
+from slsnet.inference import predict_net, resize_prob, resize_to_input
 from slsnet.metrics import METRICS, MetricAccumulator
+from slsnet.overlays import draw_grid
 
 # Sarker et al. 2021, Table 3 (ISIC 2017 test split), as fractions.
 PAPER_ISIC2017 = {"acc": 0.9761, "dsc": 0.9063, "jsc": 0.8198, "sen": 0.8781, "spe": 0.9992}
@@ -82,14 +87,6 @@ def main(argv: list[str] | None = None) -> int:
                         help="score the view of a scope held this much closer over each lesion "
                         "(its centre), not the whole image (1: whole images)")
     args = parser.parse_args(argv)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    from slsnet.export import WeightsError, load_generator
-    from slsnet.inference import resize_to_input
-    from slsnet.overlays import draw_grid
-    from slsnet.train import resolve_device
 
     if args.zoom < 1:
         print(f"error: --zoom must be at least 1, not {args.zoom}", file=sys.stderr)

@@ -27,6 +27,7 @@ class Hyper:
     l1_weight: float = 0.1  # λ
     jaccard_weight: float = 0.5  # α
     adversarial_weight: float = 1.0  # weight of BCE(D(x, G(x)), 1)
+    bce_weight: float = 0.0  # pixel-wise BCE of G(x) against y (not in the paper)
     amp: bool = False  # bf16 autocast
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of G
 
@@ -93,19 +94,25 @@ class GANTrainer:
         self.opt_d.step()
         return losses
 
-    def backward_g(self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor) -> GeneratorLosses:
-        """Generator phase: fool the (now fixed) D, plus the L1 and Jaccard terms."""
+    def backward_g(
+        self, x: torch.Tensor, y: torch.Tensor, fake: torch.Tensor, *, adversarial: bool = True
+    ) -> GeneratorLosses:
+        """Generator phase: fool the (now fixed) D, plus the L1 and Jaccard terms.
+
+        ``adversarial`` False: the supervised terms alone, D is not run.
+        """
         self.opt_g.zero_grad(set_to_none=True)
         for p in self.discriminator.parameters():
             p.requires_grad_(False)
         with self._autocast():
             losses = generator_loss(
-                self.discriminator(x, fake),
+                self.discriminator(x, fake) if adversarial else None,
                 y,
                 fake,
                 l1_weight=self.hyper.l1_weight,
                 jaccard_weight=self.hyper.jaccard_weight,
                 adversarial_weight=self.hyper.adversarial_weight,
+                bce_weight=self.hyper.bce_weight,
             )
         losses["total"].backward()
         for p in self.discriminator.parameters():
@@ -115,15 +122,24 @@ class GANTrainer:
             self.ema.update_parameters(self.generator)
         return losses
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One training step on a batch; returns the loss terms as floats."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, *, adversarial: bool = True
+             ) -> dict[str, float]:
+        """One training step on a batch; returns the loss terms as floats.
+
+        ``adversarial`` False: a supervised step, G alone on its L1/Jaccard/BCE terms (D is
+        neither run nor trained, and its losses are reported as 0).
+        """
         self.generator.train()
         self.discriminator.train()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with self._autocast():
             fake = self.generator(x).float()
-        d = self.backward_d(x, y, fake)
-        g = self.backward_g(x, y, fake)
+        if adversarial:
+            d = self.backward_d(x, y, fake)
+        else:
+            zero = torch.zeros(())
+            d = {"total": zero, "real": zero, "fake": zero}
+        g = self.backward_g(x, y, fake, adversarial=adversarial)
         out = {f"d_{k}": v.item() for k, v in d.items()}
         out.update({f"g_{k}": v.item() for k, v in g.items()})
         return out

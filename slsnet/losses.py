@@ -19,6 +19,12 @@ def l1_loss(target: torch.Tensor, prob: torch.Tensor) -> torch.Tensor:
     return (target.float() - prob.float()).abs().mean()
 
 
+def bce_loss(target: torch.Tensor, prob: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Pixel-wise binary cross-entropy of probabilities (clamped away from 0 and 1)."""
+    p = prob.float().clamp(eps, 1 - eps)
+    return F.binary_cross_entropy(p, target.float())
+
+
 def jaccard_loss(target: torch.Tensor, prob: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     """Soft Jaccard distance (paper eq. 9): ``1 − Σgp / (Σg² + Σp² − Σgp)``, mean over images.
 
@@ -40,6 +46,7 @@ class GeneratorLosses(TypedDict):
     adversarial: torch.Tensor
     l1: torch.Tensor
     jaccard: torch.Tensor
+    bce: torch.Tensor
 
 
 class DiscriminatorLosses(TypedDict):
@@ -51,28 +58,34 @@ class DiscriminatorLosses(TypedDict):
 
 
 def generator_loss(
-    fake_logits: torch.Tensor,
+    fake_logits: torch.Tensor | None,
     target: torch.Tensor,
     prob: torch.Tensor,
     *,
     l1_weight: float = 0.1,
     jaccard_weight: float = 0.5,
     adversarial_weight: float = 1.0,
+    bce_weight: float = 0.0,
 ) -> GeneratorLosses:
     """Paper eq. 7: ``BCE(D(x, G(x)), 1) + λ·L1(y, G(x)) + α·Jaccard(y, G(x))``.
 
     ``adversarial_weight`` (1 in the paper) scales the first term; see the model card for why the
-    shipped weights were trained with a smaller one.
+    shipped weights were trained with a smaller one. ``fake_logits`` ``None`` (a supervised
+    phase, no discriminator) leaves the adversarial term out. ``bce_weight`` adds a pixel-wise
+    cross-entropy term (0 in the paper), whose gradient does not fade as L1's does near a
+    confident wrong pixel.
     """
-    adv = adversarial_loss(fake_logits, real=True)
     l1 = l1_loss(target, prob)
     jac = jaccard_loss(target, prob)
-    return {
-        "total": adversarial_weight * adv + l1_weight * l1 + jaccard_weight * jac,
-        "adversarial": adv,
-        "l1": l1,
-        "jaccard": jac,
-    }
+    total = l1_weight * l1 + jaccard_weight * jac
+    adv = torch.zeros((), device=prob.device)
+    if fake_logits is not None:
+        adv = adversarial_loss(fake_logits, real=True)
+        total = total + adversarial_weight * adv
+    bce = bce_loss(target, prob) if bce_weight else torch.zeros((), device=prob.device)
+    if bce_weight:
+        total = total + bce_weight * bce
+    return {"total": total, "adversarial": adv, "l1": l1, "jaccard": jac, "bce": bce}
 
 
 def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> DiscriminatorLosses:

@@ -14,6 +14,9 @@ import cv2
 import numpy as np
 
 from slsnet.data import IMAGE_SUFFIXES, read_rgb
+from slsnet.device import resolve_device
+from slsnet.export import WeightsError, load_generator
+from slsnet.inference import predict_probs
 from slsnet.overlays import PRED_BGR, draw_contour
 
 
@@ -41,10 +44,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)
-
-    from slsnet.export import WeightsError, load_generator
-    from slsnet.inference import predict_probs
-    from slsnet.train import resolve_device
 
     try:
         files = list_images(Path(args.input))

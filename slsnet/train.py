@@ -23,7 +23,8 @@ import torch
 from slsnet.card import parent_record
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
-from slsnet.data import Batches, find_pairs, load_arrays, read_mask
+from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input
+from slsnet.device import resolve_device
 from slsnet.evaluate import evaluate_arrays
 from slsnet.export import WeightsError, load_generator, save_generator
 from slsnet.gan import GANTrainer, Hyper
@@ -35,15 +36,7 @@ from slsnet.run_files import (
     signals_held,
     trim_log,
 )
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` → cuda if available else cpu; ``cuda`` without a GPU is a user error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda was asked for but no CUDA GPU is available")
-    return torch.device(name)
+from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,12 +62,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rotate", type=float, default=0.0, metavar="P",
                    help="probability of turning a training image by a random angle "
                    "(0: off, the paper's setting: flips only)")
+    g.add_argument("--low-res", choices=["shrink", "crop"], default="shrink",
+                   help="how a phase below the network's size makes its samples: the whole "
+                   "image shrunk, or a window of the image at the network's size (the lesion "
+                   "keeps its scale in pixels)")
+    g.add_argument("--train-eval", type=int, default=100, metavar="N",
+                   help="score the first N training images (no augmentation) after every "
+                   "epoch, for the learning curve next to val (0: off)")
     g = p.add_argument_group("model")
-    g.add_argument("--size", type=int, default=128, help="network input size (square)")
+    g.add_argument("--size", type=int, default=None,
+                   help="network input size (square; default 128, or the last phase's)")
     g.add_argument("--init", metavar="WEIGHTS",
                    help="start G from these weights (fine-tuning; D starts fresh)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=100)
+    g.add_argument("--epochs", type=int, default=None,
+                   help="epochs (default 100, or the schedule's total)")
+    g.add_argument("--schedule", metavar="SIZE:EPOCHS[:KIND],...",
+                   help="phases of the run, e.g. 64:60:sup,128:10:sup,128:15:gan (KIND sup: "
+                   "the supervised terms only, no discriminator; gan: the adversarial game, "
+                   "the default); without it, one gan phase of --epochs at --size")
     g.add_argument("--batch-size", type=int, default=8)
     g.add_argument("--lr", type=float, default=2e-4)
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
@@ -85,6 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--adv-weight", type=float, default=1.0, help="weight of the adversarial term (paper: 1)"
     )
+    g.add_argument("--bce-weight", type=float, default=0.0,
+                   help="weight of a pixel-wise cross-entropy term (paper: 0)")
+    g.add_argument("--beta1", type=float, default=0.5,
+                   help="Adam's first-moment decay for G and D (paper: 0.5)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
     g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="validate and save a moving average of G's weights, updated every step "
@@ -92,10 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (checkpoints, log, curves)")
     g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    g.add_argument("--stop-after", type=int, default=0, metavar="E",
+                   help="end after epoch E (counted across the run), resumable with --resume: "
+                   "a long run in slices, e.g. one a night (0: run to the end)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     g.add_argument("--seed", type=int, default=0)
     return p
+
+
+def resolve_phases(args: argparse.Namespace) -> list[Phase]:
+    """The run's phases from ``--schedule``, or one gan phase of ``--epochs`` at ``--size``.
+
+    Fills in ``args.size`` (the last phase's: the size the network is shipped at) and
+    ``args.epochs`` (the total) so the rest of the run, its log and card read them as before.
+    """
+    if args.schedule:
+        phases = parse_schedule(args.schedule)
+        for name, value in (("size", phases[-1].size), ("epochs", total_epochs(phases))):
+            given = getattr(args, name)
+            if given is not None and given != value:
+                raise ValueError(f"--{name} {given} disagrees with --schedule {args.schedule} "
+                                 f"({value}); give one or the other")
+            setattr(args, name, value)
+        return phases
+    args.size = 128 if args.size is None else args.size
+    args.epochs = 100 if args.epochs is None else args.epochs
+    return [Phase(args.size, args.epochs, "gan")]
 
 
 def learning_rate(args: argparse.Namespace, step: int, total: int) -> float:
@@ -113,6 +146,10 @@ def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.
     pairs = find_pairs(root)[: limit or None]
     images, _ = load_arrays(pairs, size)
     return images, [read_mask(p.mask) for p in pairs]
+
+
+def _shrunk(images: np.ndarray, size: int) -> np.ndarray:
+    return np.stack([resize_to_input(im, size) for im in images])
 
 
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
@@ -135,6 +172,9 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise ValueError(f"--max-zoom must be at least 1, not {args.max_zoom}")
     if not 0 <= args.rotate <= 1:
         raise ValueError(f"--rotate is a probability in [0, 1], not {args.rotate}")
+    if not 0 <= args.beta1 < 1:
+        raise ValueError(f"--beta1 must be in [0, 1), not {args.beta1}")
+    phases = resolve_phases(args)
     device = resolve_device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -153,6 +193,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         l1_weight=args.l1_weight,
         jaccard_weight=args.jaccard_weight,
         adversarial_weight=args.adv_weight,
+        bce_weight=args.bce_weight,
+        betas=(args.beta1, 0.999),
         amp=args.amp,
         ema_decay=args.ema_decay,
     )
@@ -186,11 +228,18 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     stored = round(args.size * args.max_zoom) if args.zoom > 0 else args.size
     images, masks = load_arrays(pairs, stored)
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
-    batches = Batches(images, masks, args.batch_size, rng, size=args.size, zoom=args.zoom,
-                      max_zoom=args.max_zoom, aim=args.zoom_aim == "lesion", turn=args.rotate)
+    seen_images, seen_masks = (_val_arrays(data / "train", args.size, args.train_eval)
+                               if args.train_eval else (None, None))
+
+    def batches_for(phase: Phase) -> Batches:
+        return Batches(images, masks, args.batch_size, rng, size=phase.size, zoom=args.zoom,
+                       max_zoom=args.max_zoom, aim=args.zoom_aim == "lesion", turn=args.rotate,
+                       view=args.size if args.low_res == "crop" else None)
+
+    steps_per_epoch = len(batches_for(phases[0]))
     console.log(
         f"{len(images)} train / {len(val_images)} val images on {device}, "
-        f"{torch.get_num_threads()} threads"
+        f"{torch.get_num_threads()} threads; phases {', '.join(map(str, phases))}"
     )
 
     record: dict = {}
@@ -201,15 +250,18 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
     ]
-    for epoch in range(start_epoch + 1, args.epochs + 1):
+    last = min(args.epochs, args.stop_after) if args.stop_after > 0 else args.epochs
+    for epoch in range(start_epoch + 1, last + 1):
+        phase_index, phase = phase_of(phases, epoch)
+        batches = batches_for(phase)
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
         with Progress(*columns, console=console, transient=True) as bar:
             task = bar.add_task("train", total=len(batches), epoch=epoch, info="")
             for i, (x, y) in enumerate(batches, 1):
-                trainer.set_lr(learning_rate(args, (epoch - 1) * len(batches) + i - 1,
-                                             args.epochs * len(batches)))
-                losses = trainer.step(x, y)
+                trainer.set_lr(learning_rate(args, (epoch - 1) * steps_per_epoch + i - 1,
+                                             args.epochs * steps_per_epoch))
+                losses = trainer.step(x, y, adversarial=phase.adversarial)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v
                 ips = i * args.batch_size / (time.perf_counter() - t0)
@@ -219,13 +271,23 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                     console.log(f"epoch {epoch} batch {i}/{len(batches)} {info}")
         train_s = time.perf_counter() - t0
         val = evaluate_arrays(trainer.averaged, val_images, val_masks, device=device).mean()
+        # below the shipped size, also the view the phase trains on: whether it learns there
+        at_size = (evaluate_arrays(trainer.averaged, _shrunk(val_images, phase.size), val_masks,
+                                   device=device).mean() if phase.size != args.size else None)
+        seen = (evaluate_arrays(trainer.averaged, seen_images, seen_masks, device=device).mean()
+                if seen_images is not None else None)
         record = {
             "epoch": epoch,
+            "phase": phase_index + 1,
+            "size": phase.size,
+            "kind": phase.kind,
             **{k: v / len(batches) for k, v in sums.items()},
             "lr": trainer.opt_g.param_groups[0]["lr"],
             "images_per_s": len(images) / train_s,
             "train_seconds": train_s,
             "val": val,
+            **({"train_eval": seen} if seen is not None else {}),
+            **({"val_at_size": at_size} if at_size is not None else {}),
             "time": time.time(),
         }
         with signals_held():  # a Ctrl-C or SIGTERM here lands after the epoch is on disk
@@ -253,9 +315,11 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             commit_checkpoint(ckpt_path, state)
         draw_curves(out / "log.jsonl", out / "curves.png")
         console.log(
-            f"epoch {epoch}: G {record['g_total']:.4f} D {record['d_total']:.4f} "
-            f"val JSC {val['jsc']:.4f} DSC {val['dsc']:.4f} "
-            f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})"
+            f"epoch {epoch} ({phase}): G {record['g_total']:.4f} D {record['d_total']:.4f} "
+            + (f"train JSC {seen['jsc']:.4f} " if seen is not None else "")
+            + f"val JSC {val['jsc']:.4f} DSC {val['dsc']:.4f} "
+            + (f"(at {phase.size}: {at_size['jsc']:.4f}) " if at_size is not None else "")
+            + f"({record['images_per_s']:.1f} img/s, best JSC {best_jsc:.4f})"
         )
     return record
 

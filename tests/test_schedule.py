@@ -1,0 +1,114 @@
+"""Multi-resolution schedules: parsing, phases run in order, resume inside a phase, samples."""
+
+import json
+
+import numpy as np
+import pytest
+from isic_runs import read_log, train
+
+from slsnet import load_generator
+from slsnet.data import Batches
+from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
+from slsnet.train_bench import main as bench_main
+
+
+def test_parse_schedule_reads_phases_and_defaults_to_the_adversarial_game():
+    phases = parse_schedule("64:60:sup, 96:5,128:15:gan")
+    assert phases == [Phase(64, 60, "sup"), Phase(96, 5, "gan"), Phase(128, 15, "gan")]
+    assert total_epochs(phases) == 80
+    assert phase_of(phases, 1) == (0, phases[0])
+    assert phase_of(phases, 60) == (0, phases[0])
+    assert phase_of(phases, 61) == (1, phases[1])
+    assert phase_of(phases, 80) == (2, phases[2])
+    with pytest.raises(ValueError, match="past the schedule"):
+        phase_of(phases, 81)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("64", "SIZE:EPOCHS"),
+    ("64:x", "whole numbers"),
+    ("60:3", "multiple of 8"),
+    ("64:0", "EPOCHS must be positive"),
+    ("64:3:adv", "KIND is one of"),
+    ("64:3:sup,", "SIZE:EPOCHS"),
+])
+def test_parse_schedule_refuses_malformed_phases(text, message):
+    with pytest.raises(ValueError, match=message):
+        parse_schedule(text)
+
+
+def test_schedule_that_disagrees_with_size_is_one_error_line(tiny_isic, tmp_path, capsys):
+    assert train(tiny_isic, tmp_path / "run", "--schedule", "32:1:sup,128:1") == 2
+    err = capsys.readouterr().err
+    assert "--size 64 disagrees with --schedule" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.timeout(300)
+def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path):
+    # when: a supervised phase at 32, then one at 64, then the adversarial game at 64
+    assert train(tiny_isic, tmp_path / "run", "--schedule", "32:1:sup,64:1:sup,64:1:gan",
+                 "--train-eval", "2") == 0
+    # then: each epoch's log line names its phase; D trains only in the gan phase
+    log = read_log(tmp_path / "run")
+    assert [(r["phase"], r["size"], r["kind"]) for r in log] == [
+        (1, 32, "sup"), (2, 64, "sup"), (3, 64, "gan")]
+    assert [r["d_total"] == 0 for r in log] == [True, True, False]
+    assert all(set(r["train_eval"]) >= {"jsc", "dsc"} for r in log)
+    assert ["val_at_size" in r for r in log] == [True, False, False]
+    # and the shipped network runs at the last phase's size
+    assert load_generator(tmp_path / "run" / "best.pt").config.input_size == 64
+
+
+@pytest.mark.timeout(300)
+def test_resume_inside_a_phase_continues_exactly(tiny_isic, tmp_path):
+    schedule = ("--schedule", "32:2:sup,64:1:gan", "--lr-schedule", "cosine", "--low-res", "crop")
+    # given: the whole run, and the same run stopped after the first of phase 1's two epochs
+    assert train(tiny_isic, tmp_path / "a", *schedule) == 0
+    assert train(tiny_isic, tmp_path / "b", *schedule, "--stop-after", "1") == 0
+    assert len(read_log(tmp_path / "b")) == 1
+    # when
+    assert train(tiny_isic, tmp_path / "b", *schedule, "--resume") == 0
+    # then: epochs 2 and 3 are the uninterrupted run's, loss for loss
+    a, b = read_log(tmp_path / "a"), read_log(tmp_path / "b")
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    for ra, rb in zip(a[1:], b[1:], strict=True):
+        for key in ("g_total", "g_jaccard", "d_total", "lr"):
+            assert ra[key] == pytest.approx(rb[key], rel=1e-5), key
+
+
+def test_low_resolution_samples_are_windows_at_the_view_scale_or_the_whole_image_shrunk():
+    # given: a 16-pixel view whose mask numbers its columns (masks are only flipped)
+    image = np.zeros((16, 16, 3), np.uint8)
+    columns = np.tile(np.arange(16, dtype=np.uint8), (16, 1))
+    rng = np.random.default_rng(0)
+    shrink = Batches(image[None], columns[None], 1, rng, size=8)
+    crop = Batches(image[None], columns[None], 1, rng, size=8, view=16)
+    for _ in range(20):
+        # when
+        ((_, ys),), ((_, yc),) = list(shrink), list(crop)
+        # then: the shrunk sample spans the whole width in steps of 2 columns, the window
+        # 8 neighbouring columns somewhere in it
+        row_s, row_c = ys[0, 0, 0].numpy(), yc[0, 0, 0].numpy()
+        assert np.all(np.abs(np.diff(row_s)) == 2)
+        assert np.all(np.abs(np.diff(row_c)) == 1)
+        assert 0 <= row_c.min() and row_c.max() <= 15
+
+
+def test_train_bench_measures_each_variant_on_real_batches(tiny_isic, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench_main(["--data", str(tiny_isic / "train"), "--sizes", "32,64", "--kinds",
+                       "gan,sup", "--precisions", "fp32", "--layouts", "channels_last",
+                       "--threads", "1", "--batch-size", "2", "--steps", "1",
+                       "--json", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert [(r["size"], r["kind"]) for r in report["variants"]] == [
+        (32, "gan"), (32, "sup"), (64, "gan"), (64, "sup")]
+    assert all(r["images_per_s"] > 0 and 0 <= r["batch_share"] < 1 for r in report["variants"])
+    assert "training step" in capsys.readouterr().err
+
+
+def test_train_bench_refuses_a_bad_variant_with_one_line(tiny_isic, capsys):
+    assert bench_main(["--data", str(tiny_isic / "train"), "--kinds", "gan,fast"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --kinds") and "Traceback" not in err
