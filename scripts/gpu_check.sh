@@ -1,50 +1,57 @@
 #!/usr/bin/env bash
-# The one prepared check for a lent GPU (H100/H200): CUDA tests, the benchmark, a short training.
+# The one prepared check for a lent GPU (H100/H200): CUDA tests, the benchmark, training.
 #
-#   bash scripts/gpu_check.sh prepare   # here, on a machine with pip and ../shared: fills .gpu_carry/
+#   bash scripts/gpu_check.sh prepare   # here: fills .gpu_carry/ (code snapshot, data, wheels)
+#   bash scripts/gpu_check.sh dry-run   # here or there: prints what `run` would do, runs nothing
 #   bash scripts/gpu_check.sh [run]     # there, in the repository root; results go to $OUT
 #
-# `prepare` puts what the GPU machine lacks into .gpu_carry/ (ignored through .git/info/exclude):
-# the PyAV wheel for its Python 3.12 (its image has no PyAV) and a slice of ISIC 2017 for the
-# training run. The device call carries it:  carry: [".gpu_carry"], command: bash scripts/gpu_check.sh
+# `prepare` puts into .gpu_carry/ (ignored through .git/info/exclude): src/, the committed tree
+# (git archive HEAD, weights linked, not copied), so uncommitted edits never reach the GPU;
+# isic2017/ (all of ISIC 2017 when TRAIN is set, for the train step); whl/, the PyAV wheel for the
+# GPU machine's Python 3.12 unless NO_AV=1 (its image has no PyAV; the wheel is 36 MB of the
+# 64 MB a call may carry, so a call that trains on all the data leaves it out). The device call
+# carries it:  carry: [".gpu_carry"], command: bash .gpu_carry/src/scripts/gpu_check.sh
 #
-# `run` writes at most 8 files under $OUT (default ./gpu_out): env.txt, pytest_cuda.log,
-# bench_cuda.json, bench_cuda.log, train.log, train_log.jsonl, curves.png, summary.txt.
-# Each step has its own time limit (150 + 240 + 120 s: under the 600 s of one device call); a step
-# that fails or times out is recorded in summary.txt and the next one still runs.
-# Steps can be chosen: STEPS="tests bench train" (default all three).
+# Steps, in STEPS order (default "tests bench", about 4 minutes):
+#   bench  python -m stream.bench --device cuda, alone on the GPU (limit BENCH_S, 150 s;
+#          BENCH_ONLY picks its sections, e.g. model,preprocess,frame where PyAV is absent)
+#   train  scripts/gpu_train.py in the background for TRAIN_S seconds (default 300): later steps
+#          run beside it, so put bench first
+#   tests  pytest -m cuda on the files that hold GPU tests (limit TESTS_S, 120 s)
+# At most 8 files come back under $OUT: env.txt, summary.txt, pytest_cuda.log, bench_cuda.json,
+# bench_cuda.log, train.tar.gz (logs, plans, curves of every run), main_best.pt,
+# main_last_generator.pt. A step that fails or times out is recorded and the next one runs.
 set -u
-cd "$(dirname "$0")/.."
-CARRY=.gpu_carry
-TRAIN_IMAGES=${TRAIN_IMAGES:-600}  # ISIC 2017 training pairs carried (the val split goes whole)
+here=$(cd "$(dirname "$0")/.." && pwd)
+CARRY=${CARRY:-.gpu_carry}
+PYTHON=${PYTHON:-python3}
 
 prepare() {
   set -e
+  cd "$here"
   grep -qxF "/$CARRY/" .git/info/exclude 2>/dev/null || echo "/$CARRY/" >> .git/info/exclude
-  rm -rf "$CARRY" && mkdir -p "$CARRY/whl" "$CARRY/isic2017"
-  local av_version
-  av_version=$(python3 -c 'import av; print(av.__version__)')
-  python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
-    --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
-    --platform manylinux2014_x86_64 -d "$CARRY/whl" "av==$av_version"
-  local data=${DATA:-../shared/data/isic2017}
-  for split in train val; do
-    mkdir -p "$CARRY/isic2017/$split/images" "$CARRY/isic2017/$split/masks"
-    local n=$([ "$split" = train ] && echo "$TRAIN_IMAGES" || echo 100000)
-    find "$data/$split/images" -maxdepth 1 -name '*.jpg' | sort | head -n "$n" | while read -r img; do
-      local stem
-      stem=$(basename "$img" .jpg)
-      cp "$img" "$CARRY/isic2017/$split/images/"
-      cp "$data/$split/masks/${stem}_segmentation.png" "$CARRY/isic2017/$split/masks/"
-    done
-  done
-  du -sh "$CARRY"/* && echo "ready: carry [\"$CARRY\"] and run: bash scripts/gpu_check.sh"
+  rm -rf "$CARRY" && mkdir -p "$CARRY/src" "$CARRY/whl"
+  git archive HEAD | tar -x -C "$CARRY/src" --exclude=weights
+  ln -s ../../weights "$CARRY/src/weights"
+  if [ "${NO_AV:-0}" != 1 ]; then
+    "$PYTHON" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+      --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
+      --platform manylinux2014_x86_64 -d "$CARRY/whl" \
+      "av==$("$PYTHON" -c 'import av; print(av.__version__)')"
+  fi
+  if [ -n "${TRAIN:-}" ]; then
+    local data=${DATA:-../shared/data/isic2017}
+    mkdir -p "$CARRY/isic2017"
+    cp -r "$data/train" "$data/val" "$CARRY/isic2017/"
+  fi
+  du -sh "$CARRY"/* && echo "ready: carry [\"$CARRY\"], command: bash $CARRY/src/scripts/gpu_check.sh"
 }
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log its exit status
   local name=$1 limit=$2
   shift 2
   echo "== $name (limit ${limit}s): $*" | tee -a "$OUT/summary.txt"
+  if [ -n "${DRY:-}" ]; then return 0; fi
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@"
   local rc=$?
@@ -53,58 +60,75 @@ step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log its exit st
 }
 
 run() {
-  OUT=${OUT:-gpu_out}
+  cd "$here"
+  local carry=$here/$CARRY
+  [ -d "$carry" ] || carry=$(dirname "$here")  # run from .gpu_carry/src: the carry is its parent
+  OUT=${OUT:-$here/gpu_out}
   mkdir -p "$OUT"
-  export PYTHONUNBUFFERED=1
+  export PYTHONUNBUFFERED=1 PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
   : > "$OUT/summary.txt"
-  {
-    date -u
-    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-    python3 -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.get_device_name())'
-    python3 -c 'import cupy; print("cupy", cupy.__version__)' 2>&1
-    python3 -c 'import torchvision; print("torchvision", torchvision.__version__)' 2>&1
-    git log -1 --format='commit %H %s' 2>/dev/null
-  } > "$OUT/env.txt" 2>&1
-  if compgen -G "$CARRY/whl/*.whl" > /dev/null; then
-    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site "$CARRY"/whl/*.whl && export PYTHONPATH=/tmp/site${PYTHONPATH:+:$PYTHONPATH}
+  if compgen -G "$carry/whl/*.whl" > /dev/null && [ -z "${DRY:-}" ]; then
+    # PyAV from the carried wheel, ahead of anything on the machine's path
+    "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+      --target /tmp/site "$carry"/whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
   fi
-  python3 -c 'import av; print("pyav", av.__version__)' >> "$OUT/env.txt" 2>&1
-  cat "$OUT/env.txt"
-  local steps=${STEPS:-tests bench train}
+  if [ -z "${DRY:-}" ]; then
+    {
+      date -u
+      nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
+      "$PYTHON" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__, "cuda", torch.version.cuda, "gpu", torch.cuda.get_device_name())'
+      "$PYTHON" -c 'import cupy; print("cupy", cupy.__version__)' 2>&1
+      "$PYTHON" -c 'import av; print("pyav", av.__version__, av.__file__)' 2>&1 | tail -1
+      nproc
+    } > "$OUT/env.txt" 2>&1
+    cat "$OUT/env.txt"
+  fi
+  local steps=${STEPS:-tests bench} train_pid=""
   for s in $steps; do
     case $s in
-      tests)
-        step "pytest -m cuda" 150 python3 -m pytest -m cuda -q -p no:cacheprovider \
-          --continue-on-collection-errors tests \
-          > "$OUT/pytest_cuda.log" 2>&1
-        tail -n 25 "$OUT/pytest_cuda.log" ;;
       bench)
-        step "stream.bench" 240 python3 -m stream.bench --device cuda \
-          --json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.log" 2>&1
-        tail -n 60 "$OUT/bench_cuda.log" ;;
+        step "stream.bench" "${BENCH_S:-150}" "$PYTHON" -m stream.bench --device cuda \
+          ${BENCH_ONLY:+--only "$BENCH_ONLY"} --json "$OUT/bench_cuda.json" > "$OUT/bench_cuda.log" 2>&1
+        tail -n 60 "$OUT/bench_cuda.log" 2>/dev/null ;;
       train)
-        if [ -d "$CARRY/isic2017/train" ]; then
-          local run_dir=runs/gpu  # never reuse or delete an existing run folder
-          [ -e "$run_dir" ] && run_dir=runs/gpu-$(date +%Y%m%d-%H%M%S)
-          step "slsnet.train" 120 python3 -m slsnet.train --data "$CARRY/isic2017" \
-            --out "$run_dir" --device cuda --epochs "${EPOCHS:-5}" --batch-size 8 \
-            > "$OUT/train.log" 2>&1
-          tail -n 12 "$OUT/train.log"
-          cp "$run_dir/log.jsonl" "$OUT/train_log.jsonl" 2>/dev/null
-          cp "$run_dir/curves.png" "$OUT/curves.png" 2>/dev/null
-        else
-          echo "== slsnet.train skipped: no $CARRY/isic2017 (run 'prepare' here first)" \
+        if [ ! -d "$carry/isic2017/train" ]; then
+          echo "== train skipped: no $carry/isic2017 (TRAIN=1 bash scripts/gpu_check.sh prepare)" \
             | tee -a "$OUT/summary.txt"
-        fi ;;
+          continue
+        fi
+        echo "== train (${TRAIN_S:-300} s, in the background)" | tee -a "$OUT/summary.txt"
+        [ -n "${DRY:-}" ] && continue
+        "$PYTHON" scripts/gpu_train.py --data "$carry/isic2017" --out /tmp/gpu_runs \
+          --seconds "${TRAIN_S:-300}" > "$OUT/train_driver.log" 2>&1 &
+        train_pid=$! ;;
+      tests)
+        # only the files that hold GPU tests: the others need Gradio, Selenium or ONNX Runtime,
+        # which the GPU machine does not have
+        local files
+        files=$(grep -rlE --include='test_*.py' 'mark\.cuda' tests | sort | tr '\n' ' ')
+        # shellcheck disable=SC2086
+        step "pytest -m cuda" "${TESTS_S:-120}" "$PYTHON" -m pytest -m cuda -q -p no:cacheprovider \
+          -o addopts="" --continue-on-collection-errors $files \
+          > "$OUT/pytest_cuda.log" 2>&1
+        tail -n 40 "$OUT/pytest_cuda.log" 2>/dev/null ;;
       *) echo "error: unknown step '$s' (tests, bench, train)" >&2; exit 2 ;;
     esac
   done
+  if [ -n "$train_pid" ]; then
+    wait "$train_pid"
+    echo "   train: exit $?" | tee -a "$OUT/summary.txt"
+    cat "$OUT/train_driver.log" >> "$OUT/summary.txt"
+    cp /tmp/gpu_runs/main/best.pt "$OUT/main_best.pt" 2>/dev/null
+    cp /tmp/gpu_runs/main/last_generator.pt "$OUT/main_last_generator.pt" 2>/dev/null
+    (cd /tmp/gpu_runs && tar -czf "$OUT/train.tar.gz" --exclude='*.pt' .)
+    rm -f "$OUT/train_driver.log"
+  fi
   echo "== summary"; cat "$OUT/summary.txt"
 }
 
 case ${1:-run} in
   prepare) prepare ;;
   run) run ;;
-  *) echo "error: unknown mode '$1' (prepare or run)" >&2; exit 2 ;;
+  dry-run) DRY=1 OUT=${OUT:-$(mktemp -d)} run ;;
+  *) echo "error: unknown mode '$1' (prepare, dry-run or run)" >&2; exit 2 ;;
 esac

@@ -1,0 +1,50 @@
+"""The GPU check script's dry run, on the CPU: which steps and test files a lent GPU would run."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dry_run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "scripts/gpu_check.sh", "dry-run"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60,
+                          env={**os.environ, "OUT": str(tmp_path), **env})
+
+
+def test_dry_run_lists_only_the_gpu_test_files_and_the_benchmark(tmp_path):
+    # when
+    proc = dry_run(tmp_path)
+    # then: tests and bench by default, in that order, and nothing ran
+    assert proc.returncode == 0, proc.stderr
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("== ")]
+    assert lines[0].startswith("== pytest -m cuda") and lines[1].startswith("== stream.bench")
+    files = [w for w in lines[0].split() if w.endswith(".py")]
+    assert files, lines[0]
+    for name in files:  # every file it picks holds a cuda test, and every such file is picked
+        assert "mark.cuda" in (ROOT / name).read_text(), name
+    holding = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
+               if "mark.cuda" in p.read_text()}
+    assert set(files) == holding
+    assert not (tmp_path / "env.txt").exists()  # the real run records the machine first
+
+
+def test_unknown_step_is_an_error(tmp_path):
+    proc = dry_run(tmp_path, STEPS="tests fly")
+    assert proc.returncode == 2 and "unknown step 'fly'" in proc.stderr
+
+
+def test_training_plan_fills_the_budget_without_a_gpu(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
+                           str(tmp_path), "--seconds", "400", "--dry-run"], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    phases = [p.split(":") for p in plan["main"].split(",")]
+    assert [(size, kind) for size, _, kind in phases] == [
+        ("64", "sup"), ("128", "sup"), ("128", "gan")]
+    assert all(int(epochs) >= 1 for _, epochs, _ in phases)
+    assert 0 < plan["comparisons_gpu_s"] < plan["budget_s"]
