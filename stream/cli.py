@@ -15,7 +15,6 @@ import math
 import sys
 import time
 import traceback
-from pathlib import Path
 
 from rich.console import Console
 from rich.panel import Panel
@@ -23,22 +22,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from stream import interrupts
-from stream.engine import (
-    DEFAULT_WEIGHTS,
-    DEVICES,
-    PRECISIONS,
-    RUNTIMES,
-    EngineError,
-    WeightsError,
+from stream.assembly import (
+    RunConfig,
     build_engine,
-    default_threads,
-    resolve_device,
+    build_pipeline,
+    build_segmenter,
+    open_input,
+    open_outputs,
+    untrained_notice,
 )
-from stream.errors import PipelineError
-from stream.smoothing import CHOICES, DEFAULT_MODE, smoother_for
+from stream.engines import DEFAULT_WEIGHTS, DEVICES, PRECISIONS, RUNTIMES, default_threads
+from stream.errors import StreamError
+from stream.faults import fault_from_env
+from stream.outputs import WindowSink, display_problem
+from stream.smoothing import CHOICES, DEFAULT_MODE
+from stream.sources import SAMPLE
 from stream.stats import PipelineStats, Summary
+from stream.web import run_web
 
-SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
 EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
@@ -101,9 +102,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--threads", type=_positive, default=None,
                        help=f"CPU: intra-op threads (default: cores - 1 = {default_threads()})")
     model.add_argument("--runtime", choices=RUNTIMES, default="auto",
-                       help="CPU: what runs the network; auto = ONNX Runtime (1.9–2.7× torch "
-                       "measured, fp32) when onnx and onnxruntime are installed (pip install "
-                       "\".[cpu]\"), else torch; a GPU always runs torch")
+                       help="CPU: what runs the network; auto = ONNX Runtime (faster than torch at "
+                       "fp32, docs/benchmarks.md) when onnx and onnxruntime are installed (pip "
+                       "install \".[cpu]\"), else torch; a GPU always runs torch")
     run = parser.add_argument_group("run")
     run.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     run.add_argument("--realtime", action="store_true",
@@ -158,84 +159,67 @@ class _Progress:
 def _pick_window(args, console: Console, has_outputs: bool):
     if args.no_display:
         return None
-    from stream.window import WindowSink, display_problem
-
     problem = display_problem()
     if problem is None:
         return WindowSink()
     if has_outputs:
         console.print(f"[yellow]warning:[/] no display ({problem}); continuing headless")
         return None
-    raise PipelineError(f"no display ({problem}); use --no-display, or give an output "
+    raise StreamError(f"no display ({problem}); use --no-display, or give an output "
                         "such as --output or --csv")
 
 
 def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
-    """Wire and run everything for parsed ``args``; returns the exit status."""
-    from stream.pipeline import Pipeline
-    from stream.render import Renderer
-    from stream.sinks import open_sinks
-    from stream.sources import open_source
+    """Wire and run everything for parsed ``args``; returns the exit status.
 
+    Raises:
+        StreamError: a problem the user can fix (the message is one line).
+    """
     interrupts.check()  # a Ctrl-C that an import swallowed
     console = console or Console(stderr=True)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     if args.gradio:  # the browser demo serves many sources; stream.web wires it
-        from stream.web import run_web
-
         return run_web(args, console=console)
-    device = resolve_device(args.device)
-    spec = args.camera if args.camera is not None else (args.video or str(SAMPLE))
-    if args.camera is None and args.video is None:
+    fault = fault_from_env()  # SLSNET_FAIL_STAGE: a failure the reliability tests inject
+    config = RunConfig.from_args(args)
+    if config.source is None:
         console.print(f"no source given: playing the sample clip {SAMPLE}")
-    has_outputs = any((args.output, args.mask_dir, args.mask_video, args.csv))
-    window = _pick_window(args, console, has_outputs)
-    source = open_source(spec, realtime=args.realtime)
+    window = _pick_window(args, console, config.outputs.any)
+    source = open_input(config)
     sinks: list = []
-    smoother = None
+    segmenter = None
     try:
         for note in getattr(source, "warnings", []):
             console.print(f"[yellow]warning:[/] {note}")
-        threads = args.threads or (default_threads() if device.type == "cpu" else None)
         t0 = time.perf_counter()
         with console.status("loading the network"):
-            engine = build_engine(device=device, weights=args.weights, precision=args.precision,
-                                  cuda_graph=not args.no_cuda_graph, batch=args.batch,
-                                  threads=threads, runtime=args.runtime)
+            engine = build_engine(config)
         if getattr(engine, "exported", False):  # ONNX Runtime, first start with these weights
             console.print(f"exported the network for ONNX Runtime in {time.perf_counter() - t0:.0f}"
                           " s (cached: later starts skip this)")
-        if engine.untrained:
-            console.print(Panel(f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the "
-                                "network has random weights and its masks are meaningless.",
-                                style="bold red"))
-        # every mode takes the options it knows and ignores the rest; given the engine, a live
-        # source's keyframes run on their own thread (files stay deterministic); a file played
-        # in real time drops frames like a camera, so it counts as live here
-        live = source.info.live or args.realtime
-        smoother = smoother_for(engine, args.smooth, live=live, fps=source.info.fps,
-                                threaded=live)
-        sinks = open_sinks(source.info, output=args.output, mask_dir=args.mask_dir,
-                           mask_video=args.mask_video, csv_path=args.csv)
+        notice = untrained_notice(engine)
+        if notice is not None:
+            console.print(Panel(notice, style="bold red"))
+        segmenter = build_segmenter(config, engine, source.info)
+        sinks = open_outputs(config, source.info)
         for sink in sinks:
             for note in getattr(sink, "warnings", []):
                 console.print(f"[yellow]warning:[/] {note}")
         interrupts.check()  # pressed while the engine was built: nothing written yet
     except BaseException:
         source.close()
-        if smoother is not None:
-            smoother.close()
+        if segmenter is not None:
+            segmenter.close()
         for sink in sinks:
             sink.discard()
         raise
-    renderer = Renderer(device=engine.name, untrained=engine.untrained, hud=not args.no_hud)
-    pipeline = Pipeline(source, engine, sinks=sinks, window=window, smoother=smoother,
-                        renderer=renderer, batch=args.batch, max_frames=args.max_frames)
+    pipeline = build_pipeline(config, source, engine, sinks=sinks, window=window,
+                              segmenter=segmenter, fault=fault)
     console.print(f"{source.info.name}: {source.info.size_wh[0]}×{source.info.size_wh[1]} at "
                   f"{source.info.fps:.2f} fps → {engine.name}"
-                  + f", smoothing {smoother.mode}"
-                  + (f" ({args.smooth})" if args.smooth != smoother.mode else ""))
+                  + f", smoothing {segmenter.mode}"
+                  + (f" ({args.smooth})" if args.smooth != segmenter.mode else ""))
     total = source.info.frame_count
     if args.max_frames is not None and total is not None:
         total = min(total, args.max_frames)
@@ -248,7 +232,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
                 progress(pipeline.stats)
         else:
             summary = pipeline.run()
-    except PipelineError as exc:
+    except StreamError as exc:
         summary = getattr(exc, "summary", None)
         if summary is not None:
             console.print(summary_table(summary, title="SLSNet live: summary (failed)"))
@@ -282,7 +266,7 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     console = Console(stderr=True)
     try:
         return run(args, console=console)
-    except (PipelineError, EngineError, WeightsError, ValueError, OSError) as exc:
+    except StreamError as exc:
         if args.debug:
             traceback.print_exc()
         message = " ".join(str(exc).split()) or type(exc).__name__

@@ -1,6 +1,7 @@
 """Fault injection for the reliability tests: ``SLSNET_FAIL_STAGE=<stage>[@<frame index>]``.
 
-The pipeline reads the variable once, when it is built, and makes the named stage raise
+The CLI reads the variable once (:func:`fault_from_env`) and passes the :class:`Fault` to the
+pipeline, which makes the named stage raise
 :class:`InjectedFailure` from the given frame on (frame 0 when no index is given), so a test can
 run the real CLI and prove that a failure anywhere stops everything promptly, names the stage,
 and leaves closed outputs. Stages: ``source`` (its capture thread fails), ``engine``,
@@ -14,6 +15,7 @@ import os
 import threading
 from dataclasses import dataclass
 
+from stream.errors import ConfigError
 from stream.frame import Frame
 from stream.queues import EOS, FrameQueue
 
@@ -45,7 +47,7 @@ def fault_from_env() -> Fault | None:
         return None
     stage, _, at = spec.partition("@")
     if at and not at.strip().isdigit():
-        raise ValueError(f"{FAIL_ENV}={spec!r}: expected <stage>[@<frame index>]")
+        raise ConfigError(f"{FAIL_ENV}={spec!r}: expected <stage>[@<frame index>]")
     return Fault(stage.strip(), int(at) if at else 0)
 
 

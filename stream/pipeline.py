@@ -11,6 +11,9 @@ one: the source stops reading, the frame being processed finishes, frames alread
 written, and every output is closed properly. Any exception in any thread is the hard one: it is
 kept as a :class:`StageError` that names the stage ("sink mask dir failed: ..."), every thread
 ends within a few seconds, outputs are closed, and :meth:`Pipeline.run` raises it.
+
+The processing thread's work per batch is :meth:`stream.segmenter.Segmenter.step`; the window
+gets the pipeline's :class:`~stream.outputs.window.Controls`, not the pipeline.
 """
 
 from __future__ import annotations
@@ -20,43 +23,71 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from stream.engine import Engine
-from stream.errors import PipelineError
-from stream.faults import FaultyQueue, fault_from_env
+import numpy as np
+
+from stream.engines import Engine
+from stream.errors import StageError
+from stream.faults import Fault, FaultyQueue
 from stream.frame import Frame
+from stream.outputs.render import Renderer
 from stream.queues import EOS, FrameQueue, Stopped
-from stream.render import Renderer
-from stream.smoothing import build_smoother
+from stream.segmenter import Segmenter, run_stage
 from stream.stats import PipelineStats, Summary
 
 POLL_S = 0.1  # how often blocked threads look at the stop events
 JOIN_S = 5.0  # how long a thread may take to end once stopped
-HUD_REFRESH_S = 0.1  # how often the HUD's numbers are recomputed
 
 
-class StageError(PipelineError):
-    """A stage failed while frames were flowing; the message starts with the stage's name."""
+class PipelineControls:
+    """The :class:`~stream.outputs.window.Controls` a window gets: stop, pause, overlay toggles."""
 
-    def __init__(self, stage: str, exc: BaseException) -> None:
-        reason = str(exc) or type(exc).__name__
-        super().__init__(f"{stage} failed: {reason}")
-        self.stage = stage
-        self.summary: Summary | None = None  # filled by Pipeline.run before it raises
+    def __init__(self, pipeline: Pipeline) -> None:
+        self._pipeline = pipeline
+
+    @property
+    def paused(self) -> bool:
+        """Whether processing is paused."""
+        return self._pipeline.paused.is_set()
+
+    def stop(self) -> None:
+        """Soft stop (see :meth:`Pipeline.request_stop`)."""
+        self._pipeline.request_stop()
+
+    def toggle_pause(self) -> bool:
+        """Pause or resume; True when now paused."""
+        return self._pipeline.toggle_pause()
+
+    def toggle_mask(self) -> None:
+        """Show or hide the mask overlay."""
+        renderer = self._pipeline.renderer
+        renderer.show_mask = not renderer.show_mask
+
+    def toggle_hud(self) -> None:
+        """Show or hide the HUD."""
+        renderer = self._pipeline.renderer
+        renderer.show_hud = not renderer.show_hud
+
+    def redraw(self, frame: Frame) -> np.ndarray:
+        """``frame`` drawn with the toggles now in force."""
+        return self._pipeline.renderer.render(frame, self._pipeline.stats.snapshot())
 
 
 class Pipeline:
-    """Wires a started-nowhere source, an engine, a smoother, a renderer and open sinks.
+    """Wires a started-nowhere source, the per-frame step, open sinks and a window.
 
     Args:
         source: from :func:`stream.sources.open_source` (opened, not started).
-        engine: from :func:`stream.engine.build_engine`.
-        sinks: open sinks (:func:`stream.sinks.open_sinks`); the pipeline closes them.
-        window: a :class:`stream.window.WindowSink`, driven on the thread that calls ``run``.
+        engine: from :func:`stream.engines.build_engine`.
+        sinks: open sinks (:func:`stream.outputs.open_sinks`); the pipeline closes them.
+        window: a :class:`stream.outputs.WindowSink`, driven on the thread that calls ``run``.
         smoother: from :func:`stream.smoothing.build_smoother` (default: off).
         renderer: draws mask and HUD (default: a :class:`Renderer` for the engine).
+        segmenter: the per-frame step, built by the caller (instead of ``smoother`` and
+            ``renderer``); the pipeline closes it.
         batch: frames per engine call (files wait for a full batch; live sources never wait).
         max_frames: stop after this many frames (None: the whole input).
         writer_queue: bound of the queue to the writer thread.
+        fault: a failure to inject into a stage (the reliability tests), or None.
     """
 
     def __init__(
@@ -68,18 +99,23 @@ class Pipeline:
         window=None,
         smoother=None,
         renderer: Renderer | None = None,
+        segmenter: Segmenter | None = None,
         batch: int = 1,
         max_frames: int | None = None,
         writer_queue: int = 8,
+        fault: Fault | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
         self.source, self.engine = source, engine
         self.sinks, self.window = list(sinks), window
-        self.smoother = smoother or build_smoother("off")
-        self.renderer = renderer or Renderer(device=engine.name, untrained=engine.untrained)
+        if segmenter is None:
+            renderer = renderer or Renderer(device=engine.name, untrained=engine.untrained)
+            segmenter = Segmenter(engine, smoother, renderer=renderer)
+        self.segmenter = segmenter
+        segmenter.fault = fault
         self.batch, self.max_frames = batch, max_frames
-        self.stats = PipelineStats()
+        self.stats = segmenter.stats
         self.paused = threading.Event()
         self._stop = threading.Event()  # hard: everything ends now
         self._source_stop = threading.Event()  # soft: no new frames; the rest drains
@@ -89,11 +125,21 @@ class Pipeline:
         self._writer_q = FrameQueue(max(writer_queue, batch), "lossless", name="writer queue")
         self._display_q = FrameQueue(1, "latest", name="display queue")
         self.interrupted = False
-        self._snapshot, self._snapshot_t = None, 0.0
         self._threads: list[threading.Thread] = []
-        self._fault = fault_from_env()  # SLSNET_FAIL_STAGE: a failure the tests inject
-        if self._fault is not None and self._fault.stage == "source":
-            source.queue = FaultyQueue(source.queue, self._fault)
+        self._fault = fault
+        if fault is not None and fault.stage == "source":
+            source.queue = FaultyQueue(source.queue, fault)
+        self.controls = PipelineControls(self)
+
+    @property
+    def smoother(self):
+        """The smoothing stage of the per-frame step."""
+        return self.segmenter.smoother
+
+    @property
+    def renderer(self) -> Renderer:
+        """The renderer of the per-frame step (the window's toggles change it)."""
+        return self.segmenter.renderer
 
     # ---- control, from any thread ----------------------------------------------------------
 
@@ -155,34 +201,14 @@ class Pipeline:
         return frames, False
 
     def _stage(self, name: str, fn: Callable, *args, **kwargs) -> object:
-        try:
-            if self._fault is not None:
-                self._fault.check(name, args[0] if args else None)
-            return fn(*args, **kwargs)
-        except (Stopped, StageError):
-            raise
-        except Exception as exc:
-            raise StageError(name, exc) from exc
+        return run_stage(name, fn, *args, fault=self._fault, **kwargs)
 
     def _process(self, frames: list[Frame]) -> None:
-        wanted = [f for f in frames if self._stage("smoothing", self.smoother.wants_inference, f)]
-        if wanted:
-            self._stage("engine", self.engine.infer, wanted)
+        self.segmenter.step(frames, status=getattr(self.source, "status", None))
         for frame in frames:
-            self._stage("smoothing", self.smoother, frame)
-            status = getattr(self.source, "status", None)
-            self._stage("render", self.renderer, frame, self._hud_snapshot(), status=status)
-            self.stats.processed_frame(frame.timings, frame.capture_time)
             self._writer_q.put(frame, self._stop)
             if self.window is not None:
                 self._display_q.put(frame, self._stop)
-
-    def _hud_snapshot(self):
-        # percentiles for the HUD at most ten times a second: readable, and cheap at GPU rates
-        now = time.perf_counter()
-        if self._snapshot is None or now - self._snapshot_t >= HUD_REFRESH_S:
-            self._snapshot, self._snapshot_t = self.stats.snapshot(), now
-        return self._snapshot
 
     def _process_loop(self) -> None:
         count = 0
@@ -267,7 +293,7 @@ class Pipeline:
                     elif item is not None:
                         self.window.show(item)
                     if showing:
-                        self.window.poll(self)
+                        self.window.poll(self.controls)
                 except Exception as exc:
                     self._fail("window", exc)
                     break
@@ -298,7 +324,7 @@ class Pipeline:
         old_handler = None
         if handle_sigint and threading.current_thread() is threading.main_thread():
             old_handler = signal.signal(signal.SIGINT, self._sigint)
-        self.stats = PipelineStats()
+        self.stats = self.segmenter.stats = PipelineStats()
         try:
             if self.window is not None:
                 self._stage("window", self.window.open, self.source.info)
@@ -335,7 +361,7 @@ class Pipeline:
             if thread.is_alive():
                 self._fail(thread.name, TimeoutError(f"thread did not stop within {JOIN_S:.0f} s"))
         try:
-            self.smoother.close()  # e.g. the keyframe network's worker thread
+            self.segmenter.close()  # e.g. the keyframe network's worker thread
         except Exception as exc:
             self._fail("smoothing", exc)
         for sink in self.sinks:

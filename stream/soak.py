@@ -21,7 +21,6 @@ import json
 import shutil
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,75 +29,12 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from stream.engine import RUNTIMES
-from stream.errors import PipelineError
-from stream.frame import SourceInfo
-from stream.queues import EOS
-from stream.smoothing import CHOICES, DEFAULT_MODE, smoother_for
-from stream.sources import Source
+from stream.assembly import Outputs, RunConfig, build_engine, build_pipeline, open_outputs
+from stream.engines import DEVICES, RUNTIMES, resolve_device
+from stream.errors import ConfigError, StreamError
+from stream.smoothing import CHOICES, DEFAULT_MODE
+from stream.sources import SAMPLE, LoopingSource
 from stream.stats import E2E
-
-SAMPLE = Path(__file__).resolve().parent / "assets" / "sample.mp4"
-
-
-class LoopingSource(Source):
-    """A video file played again and again (lossless queue): a stream that never ends.
-
-    Each pass is a fresh :class:`~stream.source_file.FileSource`; frames are renumbered and their
-    PTS shifted by the length of the passes before, so indices and timestamps keep increasing.
-
-    Args:
-        path: the clip.
-        queue_size: bound of the frame queue (small: frames waiting in it count as latency).
-    """
-
-    def __init__(self, path: str | Path, *, queue_size: int = 2) -> None:
-        from stream.source_file import FileSource
-
-        self._open_pass = lambda: FileSource(path, queue_size=queue_size)
-        first = self._open_pass()
-        info = first.info
-        first.close()
-        self.passes = 0
-        super().__init__(
-            SourceInfo(name=f"loop:{Path(path).name}", size_wh=info.size_wh, fps=info.fps,
-                       time_base=info.time_base, frame_count=None, live=False, path=None),
-            "lossless", queue_size)
-        self._step = max(1, round(1 / (info.fps * info.time_base)))  # one frame, in PTS units
-
-    def _run(self, stop: threading.Event) -> None:
-        index, offset = 0, 0
-        while not stop.is_set():
-            inner = self._open_pass()
-            inner.start(stop)
-            first = last = None
-            try:
-                while True:
-                    item = inner.queue.get(stop, timeout=30.0)
-                    if item is EOS:
-                        break
-                    first = item.pts if first is None else first
-                    last = item.pts
-                    item.index, item.pts = index, offset + item.pts - first
-                    item.capture_time = time.perf_counter()
-                    self.queue.put(item, stop)
-                    self._decoded += 1
-                    index += 1
-            finally:
-                stop_inner = stop.is_set()
-                if not inner.join(5.0) and not stop_inner:
-                    raise PipelineError(f"{self.info.name}: a decoding pass did not end")
-            if inner.error is not None:
-                raise inner.error
-            if last is None:
-                if stop.is_set():  # stopped as this pass began: the end, not a broken clip
-                    break
-                raise PipelineError(f"{self.info.name}: a pass gave no frame")
-            offset += last - first + self._step
-            self.passes += 1
-
-    def _release(self) -> None:
-        pass  # every pass closes its own file
 
 
 @dataclass
@@ -218,7 +154,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, required=True, help="how long to run")
     p.add_argument("--clip", default=str(SAMPLE), help="video played in a loop (default: sample)")
     p.add_argument("--interval", type=float, default=30.0, help="seconds between samples")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--weights", help="generator weights (default file, else random)")
     p.add_argument("--threads", type=int, default=None, help="CPU intra-op threads")
     p.add_argument("--runtime", choices=RUNTIMES, default="auto",
@@ -239,31 +175,28 @@ def main(argv: list[str] | None = None) -> int:
     console = Console(stderr=True)
     try:
         return _soak(args, console)
-    except (PipelineError, ValueError, OSError) as exc:  # EngineError, WeightsError included
+    except StreamError as exc:
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 1
 
 
 def _soak(args, console: Console) -> int:
-    from stream.engine import build_engine, default_threads, resolve_device
-    from stream.pipeline import Pipeline
-    from stream.sinks import open_sinks
-
     if args.minutes <= 0 or args.interval <= 0:
-        raise ValueError("--minutes and --interval must be positive")
+        raise ConfigError("--minutes and --interval must be positive")
     device = resolve_device(args.device)
-    source = LoopingSource(args.clip)
-    threads = args.threads or (default_threads() if device.type == "cpu" else None)
-    engine = build_engine(device=device, weights=args.weights, threads=threads,
-                          runtime=args.runtime)
-    smoother = smoother_for(engine, args.smooth, live=False, fps=source.info.fps)
     folder = None if args.no_outputs else Path(args.keep_outputs or tempfile.mkdtemp("soak"))
-    sinks = []
+    outputs = Outputs() if folder is None else Outputs(
+        video=folder / "soak.mp4", mask_video=folder / "soak_masks.mkv", csv=folder / "soak.csv")
+    config = RunConfig(device=device, source=args.clip, outputs=outputs,
+                       weights=args.weights, threads=args.threads, runtime=args.runtime,
+                       smooth=args.smooth)
+    source = LoopingSource(args.clip)
+    engine = build_engine(config)
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        sinks = open_sinks(source.info, output=folder / "soak.mp4",
-                           mask_video=folder / "soak_masks.mkv", csv_path=folder / "soak.csv")
-    pipeline = Pipeline(source, engine, sinks=sinks, smoother=smoother)
+    sinks = open_outputs(config, source.info)
+    pipeline = build_pipeline(config, source, engine, sinks=sinks)
+    smoother = pipeline.smoother
     console.print(f"soak: {args.clip} ({source.info.size_wh[0]}×{source.info.size_wh[1]}) in a "
                   f"loop for {args.minutes:g} min on {engine.name}, smoothing {smoother.mode}; "
                   f"RSS at start-up {rss_mb():.1f} MB; a sample every {args.interval:g} s")

@@ -1,6 +1,6 @@
 import pytest
 import torch
-from nets import open_gates
+from support.nets import open_gates
 
 from slsnet import SLSNetConfig, build_discriminator, build_generator
 from slsnet.blocks import CAM, PAM, pam_reference

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from nets import open_gates
+from support.nets import open_gates
 
 from slsnet import build_generator
 from slsnet.blocks import PAM, pam_reference, plain_attention

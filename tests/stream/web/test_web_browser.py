@@ -1,0 +1,272 @@
+"""The web demo in a real browser: headless Chromium with a fake camera playing a sweep clip.
+
+The server is ``python demo.py --gradio`` in a subprocess; Chromium (Debian's, driven through
+/usr/bin/chromedriver) plays a generated y4m clip as its webcam. Each camera frame carries its
+index as a bar code, so a returned frame can be compared with the exact frame that was sent, and
+the page can measure the round trip. ``SLSNET_SCREENSHOTS=DIR`` also keeps the tab screenshots
+(the README's come from ``SLSNET_SCREENSHOTS=docs/img``) and the measured numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from support.browser import (
+    BITS,
+    CELL,
+    LIVE_PROBE_JS,
+    MARGIN,
+    camera_clip,
+    chromium,
+    css,
+    demo_server,
+    have_chromium,
+    isic_pair,
+    open_tab,
+    read_stamp,
+    sweep_frames,
+    wait_for,
+    write_mp4,
+)
+from support.media import write_text_as_video
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(not have_chromium(), reason="needs chromium and chromedriver (Debian)"),
+]
+pytest.importorskip("selenium")
+
+TINT_RED_GAIN = 12  # the lesion tint raises red by ~20 (skin) to ~50 (lesion) levels
+MEASURED: dict[str, float] = {}  # server CPU time and frame count when streaming started
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("browser")
+
+
+@pytest.fixture(scope="module")
+def clip(work):
+    # A steady hand (tremor only): the lesion's area barely changes from frame to frame, so
+    # two returned frames differ by the threshold, not by where the sweep had got to.
+    return camera_clip(work / "camera.y4m", size_wh=(320, 240), fps=15, seconds=6.0,
+                       motion="jitter")
+
+
+@pytest.fixture(scope="module")
+def server(work):
+    with demo_server(work, "--device", "cpu", "--threads", "1", timeout=180) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def page(server, clip):
+    with chromium(clip.path) as driver:
+        driver.get(server.url + "/")
+        wait_for(driver, css("#live-camera"), timeout=60, what="the page")
+        yield driver
+
+
+@pytest.fixture(scope="module")
+def shots(work) -> Path:
+    """Where screenshots and numbers go: SLSNET_SCREENSHOTS, else the test's temp folder."""
+    target = Path(os.environ.get("SLSNET_SCREENSHOTS", work / "shots"))
+    target.mkdir(parents=True, exist_ok=True)
+    return target
+
+
+def set_number(driver, selector: str, value: float) -> None:
+    """Type ``value`` into a slider's number box and commit it as a user would (Enter)."""
+    from selenium.webdriver.common.keys import Keys
+
+    box = wait_for(driver, css(f"{selector} input[type='number']"), what=selector)
+    box.click()
+    box.send_keys(Keys.CONTROL, "a")
+    box.send_keys(str(value), Keys.ENTER)
+
+
+def upload(driver, selector: str, path: Path) -> None:
+    """Choose ``path`` in the upload component ``selector`` (clearing a previous file)."""
+    for button in driver.find_elements("css selector", f"{selector} button[aria-label='Clear']"):
+        button.click()
+    field = wait_for(driver, lambda d: d.find_element("css selector",
+                                                      f"{selector} input[type='file']"),
+                     what=f"the file input of {selector}")
+    field.send_keys(str(path))
+    wait_for(driver, lambda d: path.name in text_of(d, selector),
+             timeout=30, what=f"{path.name} in {selector}")
+
+
+def text_of(driver, selector: str) -> str:
+    """An element's text with line breaks removed (Gradio breaks file names before the suffix)."""
+    return driver.find_element("css selector", selector).text.replace("\n", "")
+
+
+def readout(driver) -> str:
+    return driver.find_element("css selector", "#live-readout").text
+
+
+def output_frame(driver, server) -> np.ndarray:
+    """The frame the Live tab shows now, fetched from the server as the browser did."""
+    src = driver.execute_script("return document.querySelector('#live-output img')?.src")
+    assert src and src.startswith(server.url)
+    with urllib.request.urlopen(src, timeout=10) as response:
+        data = np.frombuffer(response.read(), np.uint8)
+    return cv2.imdecode(data, cv2.IMREAD_COLOR)
+
+
+def tint_fraction(out: np.ndarray, sent: np.ndarray) -> float:
+    """Share of pixels that the lesion tint reddened, below the HUD and beside the bar code."""
+    h, w = out.shape[:2]
+    region = (slice(h // 4, h - CELL - 3 * MARGIN), slice(0, w))
+    gain = out[region][..., 2].astype(int) - sent[region][..., 2].astype(int)
+    return float(np.mean(gain > TINT_RED_GAIN))
+
+
+def next_frame_after(driver, server, clip, start: float, timeout: float = 40.0):
+    """The first returned frame that the page received after ``start`` (performance.now ms)."""
+    def newer(d):
+        return d.execute_script("return window.__live.filter(s => s.t > arguments[0]"
+                                " && s.out >= 0).length", start) > 0
+
+    wait_for(driver, newer, timeout=timeout, what="a returned frame")
+    out = output_frame(driver, server)
+    index = read_stamp(out)
+    assert 0 <= index < len(clip.frames), index
+    return out, clip.frames[index]
+
+
+def round_trip(samples: list[dict], clip) -> dict:
+    """FPS and glass-to-glass latency from the page's log of returned frames."""
+    frames = [s for s in samples if 0 <= s["out"] < len(clip.frames) and s["cam"] >= 0]
+    span_s = (frames[-1]["t"] - frames[0]["t"]) / 1e3
+    latency_ms = [((s["cam"] - s["out"]) % len(clip.frames)) * 1e3 / clip.fps for s in frames]
+    return {"frames": len(frames), "fps": (len(frames) - 1) / span_s,
+            "latency_p50_ms": float(np.percentile(latency_ms, 50)),
+            "latency_p95_ms": float(np.percentile(latency_ms, 95))}
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip, shots):
+    # given the Live tab, threshold at its lowest and the HUD off
+    set_number(page, "#live-threshold", 0.05)
+    page.find_element("css selector", "#live-hud input").click()
+    # when the browser camera streams
+    wait_for(page, css("#live-camera button"), what="the webcam button").click()
+    record = wait_for(page, css("#live-camera button[aria-label='capture photo']"), timeout=30,
+                      what="the record button")
+    page.execute_script(LIVE_PROBE_JS, "#live-output img", "#live-camera video", BITS, CELL,
+                        MARGIN)
+    record.click()
+    # then overlaid frames come back, and the FPS readout counts them
+    wait_for(page, lambda d: re.search(r"frame (\d+)", readout(d)), timeout=45,
+             what="the first returned frame")
+    first = int(re.search(r"frame (\d+)", readout(page)).group(1))
+    MEASURED.update(cpu=cpu_seconds(server.proc.pid), frame=first)
+    wait_for(page, lambda d: int(re.search(r"frame (\d+)", readout(d)).group(1)) >= first + 3,
+             timeout=45, what="three more frames")
+    text = readout(page)
+    assert float(re.search(r"server ([\d.]+) fps", text).group(1)) > 0
+    assert "threshold 0.05" in text and "per stage" in text and "infer" in text
+    # and the frame shown is the camera frame it came from with the lesion tinted
+    out, sent = next_frame_after(page, server, clip, 0)
+    low = tint_fraction(out, sent)
+    assert low > 0.01, low
+    # (frames replace each other quickly: the <img> may be between two when first asked)
+    wait_for(page, lambda d: d.find_element("css selector", "#live-output img")
+             .get_property("naturalWidth") == 320, timeout=10, what="a 320-wide output image")
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_live_threshold_applies_to_the_next_frames(page, server, clip, shots):
+    # given a running stream at threshold 0.05
+    out, sent = next_frame_after(page, server, clip, 0)
+    low = tint_fraction(out, sent)
+    # when the threshold goes to 0.95
+    set_number(page, "#live-threshold", 0.95)
+    wait_for(page, lambda d: "threshold 0.95" in readout(d), timeout=45, what="threshold 0.95")
+    now = page.execute_script("return performance.now()")
+    # then the frames that follow have less of the lesion tinted
+    out, sent = next_frame_after(page, server, clip, now)
+    assert tint_fraction(out, sent) < low
+    # and the page measured the round trip (numbers for docs/benchmarks.md)
+    numbers = round_trip(page.execute_script("return window.__live"), clip)
+    assert numbers["frames"] >= 3 and numbers["fps"] > 0
+    served = int(re.search(r"frame (\d+)", readout(page)).group(1)) - MEASURED["frame"]
+    numbers["server_cpu_s_per_frame"] = (cpu_seconds(server.proc.pid) - MEASURED["cpu"]) / served
+    numbers["load_average"] = os.getloadavg()[0]
+    (shots / "live_round_trip.json").write_text(json.dumps(numbers, indent=1))
+    # the README's picture: default threshold, HUD on
+    page.find_element("css selector", "#live-hud input").click()
+    set_number(page, "#live-threshold", 0.5)
+    wait_for(page, lambda d: "threshold 0.50" in readout(d), timeout=45, what="threshold 0.50")
+    next_frame_after(page, server, clip, page.execute_script("return performance.now()"))
+    page.save_screenshot(str(shots / "web_live.png"))
+    page.find_element("css selector", "#live-camera button[aria-label='capture photo']").click()
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_image_tab_in_the_browser(page, shots):
+    # given the Image tab and an ISIC photo
+    open_tab(page, "Image")
+    image_path, _ = isic_pair(1)
+    # when the photo is chosen and segmented
+    field = wait_for(page, lambda d: d.find_element("css selector",
+                                                    "#image-input input[type='file']"),
+                     what="the image upload")
+    field.send_keys(str(image_path))
+    wait_for(page, css("#image-input img"), timeout=30, what="the uploaded photo")
+    page.find_element("css selector", "#image-run").click()
+    # then the overlay, the mask file and the area appear
+    wait_for(page, css("#image-overlay img"), timeout=45, what="the overlay")
+    wait_for(page, lambda d: "Lesion area" in d.find_element("css selector", "#image-area").text,
+             timeout=30, what="the lesion area")
+    assert f"{image_path.stem}_mask.png" in text_of(page, "#image-mask")
+    page.save_screenshot(str(shots / "web_image.png"))
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_video_tab_in_the_browser(page, work, shots):
+    # given the Video tab and an 8-frame recording
+    open_tab(page, "Video")
+    recording = write_mp4(work / "recording.mp4",
+                          sweep_frames(size_wh=(320, 240), fps=15, seconds=0.55, stamp=False),
+                          fps=15)
+    upload(page, "#video-upload", recording)
+    # when it is segmented
+    page.find_element("css selector", "#video-run").click()
+    # then the masked video, the masks, the CSV and the summary appear
+    wait_for(page, css("#video-output video"), timeout=60, what="the masked video")
+    summary = wait_for(page, lambda d: d.find_element("css selector", "#video-summary").text,
+                       what="the summary")
+    assert "8 written of 8 decoded" in summary
+    assert "recording_masks.zip" in text_of(page, "#video-masks")
+    assert "recording_frames.csv" in text_of(page, "#video-csv")
+    page.save_screenshot(str(shots / "web_video.png"))
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_a_bad_upload_shows_a_message_in_the_page(page, work):
+    # given the Video tab and a text file named like a video
+    open_tab(page, "Video")
+    notes = write_text_as_video(work / "notes.mp4")
+    upload(page, "#video-upload", notes)
+    # when it is run
+    page.find_element("css selector", "#video-run").click()
+    # then the page says what is wrong with it
+    toast = wait_for(page, css(".toast-body"), timeout=45, what="an error message")
+    assert "notes.mp4 is not a video" in toast.text
+    assert str(work) not in toast.text  # no server paths in the page
