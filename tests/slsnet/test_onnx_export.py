@@ -16,7 +16,7 @@ from slsnet.onnx_export import ATTENTIONS, OrtAttention, export_copy, export_onn
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "weights" / "slsnet_isic2017.pt"
 
 

@@ -161,7 +161,7 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
 
 
 def test_shipped_weights_load_and_match_their_card():
-    weights = Path(__file__).resolve().parents[1] / "weights" / "slsnet_isic2017.pt"
+    weights = Path(__file__).resolve().parents[2] / "weights" / "slsnet_isic2017.pt"
     if not weights.is_file():
         pytest.skip("no shipped weights in this checkout")
     gen = load_generator(weights)
