@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
                    help="cosine: the rate falls from --lr to 0 over --epochs, step by step "
                    "(the paper: constant)")
+    g.add_argument("--lr-warmup", type=float, default=0.0, metavar="E",
+                   help="raise the rate linearly from 0 over the first E epochs (0: off); a "
+                   "high rate from the first step can drive a fresh network to an all-skin "
+                   "output for several epochs")
     g.add_argument("--l1-weight", type=float, default=0.1, help="λ of the L1 term")
     g.add_argument("--jaccard-weight", type=float, default=0.5, help="α of the Jaccard term")
     g.add_argument(
@@ -131,15 +135,18 @@ def resolve_phases(args: argparse.Namespace) -> list[Phase]:
     return [Phase(args.size, args.epochs, "gan")]
 
 
-def learning_rate(args: argparse.Namespace, step: int, total: int) -> float:
+def learning_rate(args: argparse.Namespace, step: int, total: int, warmup: int = 0) -> float:
     """The rate for training step ``step`` (0-based) of ``total``: ``--lr``, or its cosine decay.
 
-    The schedule is a function of the step alone, so a resumed run takes it up where it stopped
+    The first ``warmup`` steps rise linearly to ``--lr``; the cosine then spans the rest. The
+    schedule is a function of the step alone, so a resumed run takes it up where it stopped
     (given the same ``--epochs``).
     """
+    if step < warmup:
+        return args.lr * (step + 1) / warmup
     if args.lr_schedule == "constant":
         return args.lr
-    return 0.5 * args.lr * (1 + math.cos(math.pi * step / max(total, 1)))
+    return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
 def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -260,7 +267,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             task = bar.add_task("train", total=len(batches), epoch=epoch, info="")
             for i, (x, y) in enumerate(batches, 1):
                 trainer.set_lr(learning_rate(args, (epoch - 1) * steps_per_epoch + i - 1,
-                                             args.epochs * steps_per_epoch))
+                                             args.epochs * steps_per_epoch,
+                                             round(args.lr_warmup * steps_per_epoch)))
                 losses = trainer.step(x, y, adversarial=phase.adversarial)
                 for k, v in losses.items():
                     sums[k] = sums.get(k, 0.0) + v

@@ -1,5 +1,6 @@
 """Multi-resolution schedules: parsing, phases run in order, resume inside a phase, samples."""
 
+import argparse
 import json
 
 import numpy as np
@@ -9,6 +10,7 @@ from isic_runs import read_log, train
 from slsnet import load_generator
 from slsnet.data import Batches
 from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
+from slsnet.train import learning_rate
 from slsnet.train_bench import main as bench_main
 
 
@@ -112,3 +114,13 @@ def test_train_bench_refuses_a_bad_variant_with_one_line(tiny_isic, capsys):
     assert bench_main(["--data", str(tiny_isic / "train"), "--kinds", "gan,fast"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --kinds") and "Traceback" not in err
+
+
+def test_learning_rate_warms_up_then_follows_the_cosine_over_the_rest():
+    args = argparse.Namespace(lr=1e-3, lr_schedule="cosine")
+    rates = [learning_rate(args, step, 100, warmup=10) for step in range(100)]
+    assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)
+    assert all(a < b for a, b in zip(rates[:10], rates[1:10], strict=False))
+    assert rates[10] == pytest.approx(1e-3)  # the cosine starts at the top after the warm-up
+    assert rates[55] == pytest.approx(5e-4, rel=0.05) and rates[99] < 1e-5
+    assert learning_rate(args, 50, 100) == pytest.approx(5e-4)  # no warm-up: as before
