@@ -49,9 +49,8 @@ def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
     """fp32 and bf16 (autocast), channels_last as the CPU engine runs them.
 
     With ``onnx`` (:class:`~stream.engines.onnx_runtime.OnnxEngine` instances) also ONNX
-    Runtime at batch
-    1, each engine timed alternately with torch fp32 (the ratios hold on a loaded machine), with
-    FPS and the ratio.
+    Runtime at batch 1, each engine timed alternately with torch fp32 (the ratios hold on a
+    loaded machine), with FPS and the ratio.
     """
     model = generator.eval().to(memory_format=torch.channels_last)
     rows, onnx_rows = [], []

@@ -227,7 +227,7 @@ def sweep_views(
     """The view of each frame of :func:`sweep` (same arguments), as :func:`view_matrix` gives it.
 
     With them, a mask of frame ``t − 1`` can be moved to where frame ``t`` sees the same skin
-    (:func:`stream.temporal_metrics.frame_steps`): what changes beyond that is not motion.
+    (:func:`stream.bench.temporal_metrics.frame_steps`): what changes beyond that is not motion.
     """
     m = _lesion_mask(mask, image_rgb.shape[:2])
     still_wh = (image_rgb.shape[1], image_rgb.shape[0])

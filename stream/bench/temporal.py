@@ -1,10 +1,10 @@
 """Temporal benchmark: does smoothing stabilise the masks of a moving scope, and at what cost?
 
 For each image/mask pair in ``DIR/images`` + ``DIR/masks`` and each camera motion, a sweep clip
-is rendered in-process by :mod:`stream.synth`; the engine of the live pipeline segments every
+is rendered in-process by :mod:`stream.bench.synth`; the engine of the live pipeline segments every
 frame once (cached per clip); then every smoothing mode replays the clip through the same
 smoother objects the pipeline uses (``wants_inference`` → network output → ``smoother(frame)``)
-and is scored per frame against the warped truth (:mod:`stream.temporal_metrics`).
+and is scored per frame against the warped truth (:mod:`stream.bench.temporal_metrics`).
 
     python -m stream.temporal_bench --data ../shared/data/isic2017/val --limit 8 --seconds 2 \
         --json temporal.json
@@ -61,7 +61,7 @@ def _weights(spec: str | None) -> str | None:
 def _clip_key(image: Path, sweep_args: dict, weights: str | None) -> str:
     """Cache key of a clip's network outputs: everything that changes them.
 
-    ``sweep_args`` are the :func:`stream.synth.sweep` arguments, the seed among them: the same
+    ``sweep_args`` are the :func:`stream.bench.synth.sweep` arguments, the seed among them: the same
     image gets another seed (another tremor and noise) when ``--limit`` picks it at another place.
     """
     stamp = Path(weights).stat().st_mtime_ns if weights else "random"
@@ -125,7 +125,7 @@ def replay(
     Args:
         label: ``MODE``, ``keyframe/K`` or ``async``.
         options: smoother options (``--set``).
-        clip: T (frame, truth) pairs from :func:`stream.synth.sweep`.
+        clip: T (frame, truth) pairs from :func:`stream.bench.synth.sweep`.
         probs: T×S×S network outputs of those frames.
         engine: the engine that made them (for S and the threshold).
         net_ms: batch-1 stage times to record on frames sent to the network.
@@ -170,7 +170,7 @@ def delays(labels: list[str], options: dict, pair, engine, net_ms: dict,
            args: argparse.Namespace) -> dict[str, float | None]:
     """Per mode, frames until a confident change of the network's mind shows in the mask.
 
-    Replayed on a still clip of the first image (:mod:`stream.temporal_response`); None where
+    Replayed on a still clip of the first image (:mod:`stream.bench.temporal_response`); None where
     the mask does not show it within 50 frames. ``async`` runs the real network, which cannot
     be told to change its mind, so it is left out.
     """

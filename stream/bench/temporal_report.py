@@ -38,7 +38,7 @@ def verdict(summary: dict, default: str) -> list[tuple[str, bool]]:
     ``default`` must halve the excess flicker of ``off`` (or leave none) and lose at most 0.01
     JSC on every motion; adaptive ``keyframe`` may lose at most 0.02 JSC against ``flow``. Where
     the camera's motion is known, a further check asks the same halving of the excess's unsteady
-    part (:mod:`stream.temporal_metrics`): the part that smoothing can remove at all.
+    part (:mod:`stream.bench.temporal_metrics`): the part that smoothing can remove at all.
     """
     checks = []
     for motion, by_label in summary.items():

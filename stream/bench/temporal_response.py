@@ -26,7 +26,7 @@ def change_of_mind(image_rgb: np.ndarray, mask: np.ndarray, size: int, *, frames
     """A still clip of ``image_rgb`` and the network outputs of the change of mind.
 
     Returns:
-        (``frames`` (frame, truth) pairs of :func:`stream.synth.sweep` with a still camera,
+        (``frames`` (frame, truth) pairs of :func:`stream.bench.synth.sweep` with a still camera,
         ``frames``×S×S probabilities: ``1 − SURE`` everywhere for ``LEAD`` frames, then ``SURE``
         on the truth).
     """

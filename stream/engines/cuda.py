@@ -17,8 +17,7 @@ With :meth:`CudaEngine.submit` / :meth:`CudaEngine.collect` several slots are in
 n+1 uploads while n computes and n−1 downloads. All buffers, events and graphs of a frame size
 are made once (a "plan"); the hot path allocates no device or pinned memory and never
 synchronises the whole device. CuPy is imported here only through
-``stream.engines.gpu_kernels``, when an
-engine is built.
+``stream.engines.gpu_kernels``, when an engine is built.
 
 Timings (ms; a batch's stage time is recorded for every frame in it, as the CPU engine does):
 ``preprocess`` = staging copy + upload, ``infer`` = the compute-stream work (GPU preprocessing,

@@ -2,8 +2,8 @@
 
 One :class:`Runtime` per process holds the engine (the model is loaded once) and the work
 folders; every browser tab keeps its own smoothing state in a ``gr.State``. The page is laid out
-in :mod:`stream.web_app`; the handlers live in :mod:`stream.web_live` (webcam, server camera)
-and :mod:`stream.web_files` (uploads).
+in :mod:`stream.web.app`; the handlers live in :mod:`stream.web.live` (webcam, server camera)
+and :mod:`stream.web.files` (uploads).
 
     python demo.py --gradio [--host 127.0.0.1] [--port 7860] [--weights W] [--device D]
 """

@@ -1,8 +1,8 @@
 """Harness for the web-demo tests: the real server in a subprocess and headless Chromium.
 
 * :func:`write_y4m` writes the clip Chromium's fake camera plays (``--use-file-for-fake-video-
-  capture``): a :func:`stream.synth.sweep` over an ISIC image, each frame stamped with its index
-  as a bar code in the bottom-right corner, so that the page can tell which camera frame a
+  capture``): a :func:`stream.bench.synth.sweep` over an ISIC image, each frame stamped with its
+  index as a bar code in the bottom-right corner, so that the page can tell which camera frame a
   returned frame came from (:data:`LIVE_PROBE_JS` decodes it in the browser).
 * :func:`demo_server` starts ``python demo.py --gradio`` on a free localhost port and stops it.
 * :func:`chromium` starts Chromium 15x from Debian (``/usr/bin/chromium`` driven by
@@ -100,7 +100,7 @@ class CameraClip:
 
 def sweep_frames(*, size_wh=(320, 240), fps: int = 15, seconds: float = 6.0,
                  stamp: bool = True, motion: str = "sweep") -> list[np.ndarray]:
-    """A :func:`stream.synth.sweep` over an ISIC lesion, each frame stamped with its index."""
+    """A :func:`stream.bench.synth.sweep` over an ISIC lesion, each frame stamped with its index."""
     from stream.bench.synth import sweep
 
     image, mask = isic_pair(0)
