@@ -294,8 +294,34 @@ class DeviceTaps:
     keep: tuple  # the torch tensors the CuPy views borrow from
 
 
+class StreamHandle:
+    """A raw ``cudaStream_t`` behind the CUDA stream protocol (``__cuda_stream__``).
+
+    What CuPy 14's ``Stream.from_external`` takes; torch streams do not all implement it.
+    """
+
+    def __init__(self, ptr: int) -> None:
+        self.ptr = int(ptr)
+
+    def __cuda_stream__(self) -> tuple[int, int]:
+        """(protocol version 0, the stream's address)."""
+        return 0, self.ptr
+
+
+def external_stream(cupy, ptr: int, device_id: int):
+    """CuPy's handle of a stream it did not create.
+
+    ``Stream.from_external`` where CuPy has it (14 deprecates ``ExternalStream``), else
+    ``ExternalStream`` (CuPy 13).
+    """
+    from_external = getattr(cupy.cuda.Stream, "from_external", None)
+    if from_external is not None:
+        return from_external(StreamHandle(ptr))
+    return cupy.cuda.ExternalStream(ptr, device_id)
+
+
 class CupyKernels:
-    """The CuPy RawKernels, launched on a torch stream (``cupy.cuda.ExternalStream``).
+    """The CuPy RawKernels, launched on a torch stream (:func:`external_stream`).
 
     Inputs and outputs are CuPy views of torch tensors (``cupy.from_dlpack``), so no copy is
     made and no CuPy memory is allocated; the kernels are compiled on first use (warm up before
@@ -311,7 +337,7 @@ class CupyKernels:
         self.cp = cupy
         self.device = device
         self._device_id = device.index if device.index is not None else torch.cuda.current_device()
-        self._streams: dict[int, object] = {}  # cudaStream_t → cupy.cuda.ExternalStream
+        self._streams: dict[int, object] = {}  # cudaStream_t → CuPy's handle of it
         self._pre: dict[torch.dtype, object] = {}
         self._mask = cupy.RawKernel(_MASK_SOURCE, "upsample_threshold")
 
@@ -327,7 +353,8 @@ class CupyKernels:
         """The CuPy handle of a torch stream (kernels launched in it are ordered with torch's)."""
         ptr = stream.cuda_stream
         if ptr not in self._streams:
-            self._streams[ptr] = self.cp.cuda.ExternalStream(ptr, self._device_id)
+            with self.cp.cuda.Device(self._device_id):
+                self._streams[ptr] = external_stream(self.cp, ptr, self._device_id)
         return self._streams[ptr]
 
     def view(self, tensor: torch.Tensor):

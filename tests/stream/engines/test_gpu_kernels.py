@@ -201,6 +201,37 @@ def test_cupy_postprocess_equals_reference(size_wh):
         assert np.array_equal(got[i][decided], (up > 0.5)[decided])
 
 
+def test_stream_handle_speaks_the_cuda_stream_protocol():
+    from stream.engines.gpu_kernels import StreamHandle
+
+    assert StreamHandle(0x7F00_1234).__cuda_stream__() == (0, 0x7F00_1234)
+
+
+@pytest.mark.cuda
+def test_cupy_launches_on_torch_streams_without_deprecated_api():
+    import warnings
+
+    from stream.engines.gpu_kernels import CupyKernels
+
+    # given a side stream of torch's
+    dev = torch.device("cuda")
+    side = torch.cuda.Stream(dev)
+    probs = torch.from_numpy(np.stack([smooth_prob(seed=3)])).to(dev)
+    mask = torch.zeros((1, 64, 64), dtype=torch.uint8, device=dev)
+    side.wait_stream(torch.cuda.current_stream(dev))
+    # when CuPy launches on it
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)  # CuPy 14: ExternalStream is
+        kernels = CupyKernels(dev)
+        with torch.cuda.stream(side):
+            kernels.postprocess(kernels.view(probs), kernels.upload(*output_taps(128, (64, 64))),
+                                kernels.view(mask), 0.5, frames=1, stream=side)
+    side.synchronize()
+    # then the work ran in that stream's order
+    expected = mask_reference(probs[0].cpu().numpy(), (64, 64), 0.5)
+    assert (mask[0].cpu().numpy() == expected).mean() >= 0.999
+
+
 @pytest.mark.cuda
 def test_torch_kernels_on_cuda_equal_reference():
     dev = torch.device("cuda")
