@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     """Evaluate; prints a rich table and optionally writes JSON and an overlay grid."""
     parser = argparse.ArgumentParser(prog="python -m slsnet.evaluate", description=__doc__)
     parser.add_argument("--data", required=True, help="folder with images/ and masks/")
-    parser.add_argument("--weights", required=True, help="generator weights (.pt)")
+    parser.add_argument("--weights", help="generator weights (.pt; default: the shipped ones)")
     parser.add_argument("--json", dest="json_out", help="write {'n', 'metrics'} here")
     parser.add_argument("--overlays", help="write a PNG grid of image / truth / prediction")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

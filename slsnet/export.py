@@ -2,11 +2,17 @@
 
 A weights file is ``torch.save`` of ``{"format", "version", "config", "state_dict", "meta"}``.
 Next to a shipped file lies a JSON model card of the same stem (``slsnet_isic2017.json``).
+
+The shipped weights live in the repository's ``weights/`` folder; a wheel carries them (and the
+card) as package data in ``slsnet/weights/`` (``setup.py`` copies them at build time), so that
+:func:`shipped_weights` finds them in an installed package whatever the working directory, and
+in a source checkout or an editable install too.
 """
 
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -16,6 +22,7 @@ from slsnet.generator import Generator, build_generator
 
 FORMAT = "slsnet-generator"
 VERSION = 1
+SHIPPED_NAME = "slsnet_isic2017.pt"  # its card: the same stem, .json
 
 
 class WeightsError(ValueError):
@@ -40,6 +47,19 @@ def save_generator(generator: Generator, path: str | Path, *, meta: dict | None 
     return path
 
 
+def shipped_weights() -> Path | None:
+    """The trained weights that come with the package, or None where they are absent.
+
+    An installed wheel: ``slsnet/weights/`` inside the package (``importlib.resources``). A
+    source checkout or an editable install: ``weights/`` beside the ``slsnet`` folder.
+    """
+    packaged = resources.files("slsnet").joinpath("weights", SHIPPED_NAME)
+    if isinstance(packaged, Path) and packaged.is_file():  # installed wheels are plain folders
+        return packaged
+    checkout = Path(__file__).resolve().parents[1] / "weights" / SHIPPED_NAME
+    return checkout if checkout.is_file() else None
+
+
 def read_card(path: str | Path) -> dict:
     """The JSON model card beside a weights file, or ``{}`` if there is none."""
     card = Path(path).with_suffix(".json")
@@ -51,13 +71,23 @@ def read_card(path: str | Path) -> dict:
         raise WeightsError(f"model card {card} is not valid JSON: {exc}") from None
 
 
-def load_generator(path: str | Path, *, device: str | torch.device = "cpu") -> Generator:
+def load_generator(
+    path: str | Path | None = None, *, device: str | torch.device = "cpu"
+) -> Generator:
     """Load a generator saved by :func:`save_generator` in eval mode on ``device``.
+
+    Args:
+        path: the weights file; None: the shipped weights (:func:`shipped_weights`).
 
     Raises:
         WeightsError: with a one-line reason when the file is missing, truncated or corrupt,
             of another format, or its tensors do not fit the architecture in its config.
     """
+    if path is None:
+        path = shipped_weights()
+        if path is None:
+            raise WeightsError(f"no shipped weights ({SHIPPED_NAME}) in this installation; "
+                               "pass a weights file")
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file not found: {path}")

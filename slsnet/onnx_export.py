@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m slsnet.onnx_export",
                                      description="Export SLSNet weights to an ONNX model.")
-    parser.add_argument("--weights", default="weights/slsnet_isic2017.pt", help="generator weights")
+    parser.add_argument("--weights", help="generator weights (default: the shipped ones)")
     parser.add_argument("--out", required=True, help="the .onnx file to write")
     parser.add_argument("--attention", default="ort", choices=sorted(ATTENTIONS),
                         help="ort: ONNX Runtime's fused attention (fastest, ONNX Runtime only); "

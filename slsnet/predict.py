@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("input", help="an image file or a folder of images")
-    parser.add_argument("--weights", default="weights/slsnet_isic2017.pt", help="generator weights")
+    parser.add_argument("--weights", help="generator weights (default: the shipped ones)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     args = parser.parse_args(argv)

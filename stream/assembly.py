@@ -125,8 +125,9 @@ def untrained_notice(engine: Engine) -> str | None:
     """The warning a run with random weights must show, or None with trained weights."""
     if not engine.untrained:
         return None
-    return (f"UNTRAINED WEIGHTS: no {DEFAULT_WEIGHTS} and no --weights; the network has random "
-            "weights and its masks are meaningless.")
+    return (f"UNTRAINED WEIGHTS: the shipped weights ({DEFAULT_WEIGHTS.name}) are missing from "
+            "this installation and no --weights was given; the network has random weights and "
+            "its masks are meaningless.")
 
 
 def build_engine(config: RunConfig) -> Engine:

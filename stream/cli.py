@@ -88,7 +88,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                      help="hide the HUD (FPS, latency, drops, device) in window and --output")
     model = parser.add_argument_group("model and device")
     model.add_argument("--weights", metavar="PATH",
-                       help=f"generator weights (default: {DEFAULT_WEIGHTS} if present, else "
+                       help=f"generator weights (default: the shipped {DEFAULT_WEIGHTS.name}, "
+                       "found inside the installed package from any folder; without them, "
                        "random weights with a loud UNTRAINED WEIGHTS warning)")
     model.add_argument("--device", choices=DEVICES, default="auto",
                        help="where the network runs; auto picks CUDA when available")

@@ -18,15 +18,15 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from slsnet import device as slsnet_device
+from slsnet.export import SHIPPED_NAME, load_generator, shipped_weights
 from slsnet.export import WeightsError as CheckpointError
-from slsnet.export import load_generator
 from slsnet.generator import Generator, build_generator
 from stream.errors import EngineError, WeightsError
 from stream.frame import Frame
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WEIGHTS = Path("weights") / "slsnet_isic2017.pt"
+DEFAULT_WEIGHTS = Path("weights") / SHIPPED_NAME  # in the checkout; slsnet/weights/ when installed
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 RUNTIMES = ("auto", "torch", "onnx")
 DEVICES = slsnet_device.DEVICES
@@ -83,16 +83,12 @@ def default_threads(cpu_count: int | None = None) -> int:
     return max(1, min(cpu_count - 1, 8))
 
 
-def find_default_weights(root: Path | None = None) -> Path | None:
-    """``weights/slsnet_isic2017.pt`` in the working directory or the source tree, if present."""
-    roots = [Path.cwd()] if root is None else [root]
-    if root is None:
-        roots.append(Path(__file__).resolve().parents[2])
-    for base in roots:
-        path = base / DEFAULT_WEIGHTS
-        if path.is_file():
-            return path
-    return None
+def find_default_weights() -> Path | None:
+    """The shipped weights (inside the installed package, or the checkout's ``weights/``).
+
+    The working directory plays no part: a run finds the same weights from any folder.
+    """
+    return shipped_weights()
 
 
 def load_weights(weights: str | Path | None) -> tuple[Generator, bool, str]:
@@ -113,7 +109,7 @@ def load_weights(weights: str | Path | None) -> tuple[Generator, bool, str]:
             return load_generator(path, device="cpu"), False, str(path)
         except CheckpointError as exc:
             raise WeightsError(str(exc)) from exc
-    log.warning("no weights at %s: running with RANDOM weights (%s)", DEFAULT_WEIGHTS,
+    log.warning("no shipped weights (%s): running with RANDOM weights (%s)", DEFAULT_WEIGHTS.name,
                 UNTRAINED_WARNING)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)  # the same random network every run, for comparable outputs

@@ -176,3 +176,25 @@ def test_shipped_weights_load_and_match_their_card():
 
     prob = predict_probs(gen, [image], device=torch.device("cpu"))[0]
     assert prob[64, 64] > 0.5 > prob[5, 5]
+
+
+def test_load_generator_without_a_path_reads_the_shipped_weights(tmp_path, monkeypatch):
+    # given the shipped weights of this checkout, and a working directory elsewhere
+    from slsnet.export import shipped_weights
+
+    weights = shipped_weights()
+    if weights is None:
+        pytest.skip("no shipped weights in this checkout")
+    monkeypatch.chdir(tmp_path)
+    # when the generator is loaded without naming a file
+    gen = load_generator()
+    # then it holds the shipped tensors
+    named = load_generator(weights)
+    for (k, a), (_, b) in zip(gen.state_dict().items(), named.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_load_generator_without_shipped_weights_says_so(monkeypatch):
+    monkeypatch.setattr("slsnet.export.shipped_weights", lambda: None)
+    with pytest.raises(WeightsError, match="no shipped weights"):
+        load_generator()

@@ -44,7 +44,7 @@ def csv_rows(path: Path) -> list[dict]:
 @pytest.fixture
 def random_weights(monkeypatch):
     """No default weights file anywhere: the engine falls back to random weights."""
-    monkeypatch.setattr("stream.engines.base.find_default_weights", lambda root=None: None)
+    monkeypatch.setattr("stream.engines.base.find_default_weights", lambda: None)
 
 
 @pytest.fixture

@@ -111,7 +111,7 @@ def test_engine_matches_the_training_inference_path(engine):
 def test_random_weights_are_announced_and_deterministic(tmp_path, monkeypatch):
     # given no weights file where the default is looked for
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("stream.engines.base.find_default_weights", lambda root=None: None)
+    monkeypatch.setattr("stream.engines.base.find_default_weights", lambda: None)
     # when two engines are built
     a = build_engine(device=CPU, weights=None)
     b = build_engine(device=CPU, weights=None)
@@ -123,15 +123,19 @@ def test_random_weights_are_announced_and_deterministic(tmp_path, monkeypatch):
     np.testing.assert_array_equal(fa.prob, fb.prob)
 
 
-def test_default_weights_file_is_picked_up(tmp_path, monkeypatch):
-    # given a trained-looking weights file at weights/slsnet_isic2017.pt in the working directory
+def test_the_shipped_weights_are_picked_up_whatever_the_working_directory(tmp_path, monkeypatch):
+    # given shipped weights inside the package, and other weights at weights/ in the working
+    # directory (which played a part once, and must not now)
     torch.manual_seed(7)
     generator = build_generator().eval()
-    save_generator(generator, tmp_path / DEFAULT_WEIGHTS)
-    monkeypatch.chdir(tmp_path)
+    shipped = save_generator(generator, tmp_path / "package" / "slsnet_isic2017.pt")
+    monkeypatch.setattr("stream.engines.base.shipped_weights", lambda: shipped)
+    torch.manual_seed(8)
+    save_generator(build_generator().eval(), tmp_path / "cwd" / DEFAULT_WEIGHTS)
+    monkeypatch.chdir(tmp_path / "cwd")
     # when the engine is built without naming weights
     engine = build_engine(device=CPU, weights=None)
-    # then it loaded that file, not random weights
+    # then it loaded the shipped file, not random weights nor the working directory's
     assert not engine.untrained
     frame = make_frame(128, 128, 5)
     engine.infer([frame])
