@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import sys
 from pathlib import Path
 
@@ -18,10 +17,12 @@ import torch
 
 from slsnet.config import INPUT_MEAN, INPUT_STD
 from slsnet.data import find_pairs, read_mask, read_rgb
+from slsnet.device import cpu_name
 from slsnet.evaluate import evaluate_arrays
 from slsnet.export import WeightsError, load_generator, read_card, save_generator
 from slsnet.inference import resize_to_input
 from slsnet.info import count_params
+from slsnet.schedule import parse_schedule
 
 CITATIONS = [
     "Sarker M.M.K., Rashwan H.A., Akram F., et al. SLSNet: Skin lesion segmentation using a "
@@ -31,16 +32,6 @@ CITATIONS = [
     "a challenge at the International Symposium on Biomedical Imaging (ISBI) 2017. "
     "arXiv:1710.05006.",
 ]
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _commands(run: Path) -> list[dict]:
@@ -70,10 +61,34 @@ def _augmentation(args: dict) -> str:
 
 
 def _optimiser(args: dict) -> str:
-    text = f"Adam lr {args.get('lr')} betas (0.5, 0.999), one D step then one G step"
+    text = (f"Adam lr {args.get('lr')} betas ({args.get('beta1', 0.5)}, 0.999), one D step then "
+            "one G step (G alone in supervised phases)")
+    if args.get("lr_warmup"):
+        text += f"; lr rises linearly over the first {args['lr_warmup']} epoch(s)"
     if args.get("lr_schedule") == "cosine":
         text += f"; lr follows a cosine from {args.get('lr')} to 0 over {args.get('epochs')} epochs"
     return text
+
+
+def _phases(args: dict, log: list[dict]) -> list[dict]:
+    """Each phase of the run as an object: epochs, size, kind, sample, and its last val JSC."""
+    schedule = args.get("schedule") or f"{args.get('size')}:{args.get('epochs')}:gan"
+    phases, first = [], 1
+    for phase in parse_schedule(schedule):
+        last = first + phase.epochs - 1
+        rows = [r for r in log if first <= r["epoch"] <= last]
+        phases.append({
+            "epochs": [first, last],
+            "size": phase.size,
+            "kind": "adversarial" if phase.adversarial else "supervised (no discriminator)",
+            "sample": ("the whole image" if phase.size == args.get("size") else
+                       "a window at the network's scale" if args.get("low_res") == "crop" else
+                       "the whole image shrunk"),
+            "epochs_run": len(rows),
+            "val_jsc_at_end": round(rows[-1]["val"]["jsc"], 4) if rows else None,
+        })
+        first = last + 1
+    return phases
 
 
 def parent_record(weights: str) -> dict:
@@ -91,7 +106,16 @@ def _parent(run: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int) -> dict:
+def _hardware(run: Path, args: dict) -> str:
+    """What the run trained on, as ``slsnet.train`` recorded it, else this machine's CPU."""
+    path = run / "commands.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+    seen = sorted({r["hardware"] for r in rows if r.get("hardware")})
+    return "; ".join(seen) if seen else f"{cpu_name()}, {args.get('device')}"
+
+
+def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int,
+               hardware: str | None = None) -> dict:
     """The model card dict for ``run`` (a folder written by ``slsnet.train``).
 
     A run that fine-tuned other weights (``--init``) records them and their own card's training,
@@ -124,12 +148,15 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "best_epoch": best_epoch,
             "batch_size": args.get("batch_size"),
             "optimiser": _optimiser(args),
-            "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial + {args.get('l1_weight')}·L1 "
-            f"+ {args.get('jaccard_weight')}·Jaccard (last phase; see commands)",
+            "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial (adversarial phases) + "
+            f"{args.get('l1_weight')}·L1 + {args.get('jaccard_weight')}·Jaccard"
+            + (f" + {args['bce_weight']}·pixel BCE" if args.get("bce_weight") else "")
+            + " (last command; see commands)",
+            "phases": _phases(args, log),
             "augmentation": _augmentation(args),
             "weights": (f"exponential moving average of G, decay {args['ema_decay']} per step "
                         "(last phase)" if args.get("ema_decay") else "G's own weights"),
-            "hardware": f"{_cpu_name()}, {args.get('device')} (shared 2-core machine)",
+            "hardware": hardware or _hardware(run, args),
             "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
             "commands": _commands(run),
             "initialised_from": _parent(run),
@@ -155,6 +182,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", required=True, help="validation folder (images/ + masks/)")
     parser.add_argument("--out", default="weights/slsnet_isic2017.pt")
     parser.add_argument("--note", action="append", default=[], help="a remark for the card")
+    parser.add_argument("--hardware", help="what the run trained on, where its commands.jsonl "
+                        "does not say (e.g. a run copied from another machine)")
     args = parser.parse_args(argv)
 
     run, data, out = Path(args.run), Path(args.data), Path(args.out)
@@ -168,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     small = np.stack([resize_to_input(read_rgb(p.image), size) for p in pairs])
     masks = [read_mask(p.mask) for p in pairs]
     val = evaluate_arrays(generator, small, masks, device=torch.device("cpu")).mean()
-    card = build_card(run, data, out, generator, val, len(pairs))
+    card = build_card(run, data, out, generator, val, len(pairs), args.hardware)
     card["notes"] = args.note
     save_generator(generator, out, meta={"epoch": card["training"]["best_epoch"], "val": val})
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")

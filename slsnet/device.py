@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import platform
+from pathlib import Path
+
 import torch
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -26,3 +29,21 @@ def resolve_device(spec: str) -> torch.device:
     if spec == "cuda":
         raise DeviceError("--device cuda: no CUDA GPU is available (use --device cpu or auto)")
     return torch.device("cpu")
+
+
+def cpu_name() -> str:
+    """The CPU's model name as the kernel reports it (``platform`` where it does not)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def describe(device: torch.device) -> str:
+    """What a run computes on, for logs and model cards: the GPU's name, or the CPU's."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    return f"{cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}"

@@ -24,7 +24,7 @@ from slsnet.card import parent_record
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
 from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input
-from slsnet.device import resolve_device
+from slsnet.device import describe, resolve_device
 from slsnet.evaluate import evaluate_arrays
 from slsnet.export import WeightsError, load_generator, save_generator
 from slsnet.gan import GANTrainer, Hyper
@@ -225,6 +225,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     with open(out / "commands.jsonl", "a") as f:  # every invocation, so phases stay on record
         record = {
             "from_epoch": start_epoch,
+            "hardware": describe(device),
             "argv": sys.argv[1:] if argv is None else argv,
             "args": vars(args),
         }

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import platform
 import statistics
 import sys
 import time
@@ -28,7 +27,7 @@ from rich.table import Table
 
 from slsnet.config import SLSNetConfig
 from slsnet.data import Batches, find_pairs, load_arrays
-from slsnet.device import resolve_device
+from slsnet.device import cpu_name, resolve_device
 from slsnet.gan import GANTrainer, Hyper
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
@@ -171,7 +170,7 @@ def run(args: argparse.Namespace) -> dict:
     return {
         "command": "python -m slsnet.train_bench " + " ".join(sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpu": platform.processor() or platform.machine(),
+        "machine": {"cpu": cpu_name(),
                     "bf16_flags": bf16 if device.type == "cpu" else [],
                     "torch": torch.__version__, "device": str(device),
                     "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None},

@@ -8,6 +8,7 @@ import pytest
 from isic_runs import read_log, train
 
 from slsnet import load_generator
+from slsnet.card import main as card_main
 from slsnet.data import Batches
 from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
 from slsnet.train import learning_rate
@@ -60,6 +61,17 @@ def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path):
     assert ["val_at_size" in r for r in log] == [True, False, False]
     # and the shipped network runs at the last phase's size
     assert load_generator(tmp_path / "run" / "best.pt").config.input_size == 64
+    # and its model card lists every phase, in order, with the hardware it ran on
+    out = tmp_path / "w.pt"
+    assert card_main(["--run", str(tmp_path / "run"), "--data", str(tiny_isic / "val"),
+                      "--out", str(out)]) == 0
+    training = json.loads(out.with_suffix(".json").read_text())["training"]
+    assert [(p["epochs"], p["size"], p["kind"].split()[0], p["epochs_run"])
+            for p in training["phases"]] == [
+        ([1, 1], 32, "supervised", 1), ([2, 2], 64, "supervised", 1),
+        ([3, 3], 64, "adversarial", 1)]
+    assert training["phases"][0]["sample"] == "the whole image shrunk"
+    assert "threads" in training["hardware"]
 
 
 @pytest.mark.timeout(300)
