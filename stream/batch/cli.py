@@ -140,6 +140,8 @@ def _weights(args) -> Path:
 
 
 def _device(args, ray: bool) -> str:
+    if not ray and args.gpus_per_recording:
+        raise ConfigError("--gpus-per-recording is for Ray; with --address none use --device")
     if not ray:
         return resolve_device(args.device).type
     if args.device == "cuda" and not args.gpus_per_recording:
@@ -165,8 +167,6 @@ def plan_options(args, *, ray: bool) -> Options:
 def _slots(args, out: Path, options: Options, todo: int):
     """The slots for ``--address`` and whether Ray was started here (to shut down)."""
     if args.address == "none":
-        if args.gpus_per_recording:
-            raise ConfigError("--gpus-per-recording is for Ray; with --address none use --device")
         workers = min(args.workers or 1, todo)
         if workers <= 1:
             return [InlineSlot(out, options)], None
@@ -193,10 +193,10 @@ def run(args, *, console: Console) -> int:
         StreamError: a user error (one line).
     """
     interrupts.check()
+    options = plan_options(args, ray=args.address != "none")
     recordings = find_recordings(args.inputs, args.pattern)
     if not recordings:
         raise ConfigError(f"no recordings matching {args.pattern} in {' '.join(args.inputs)}")
-    options = plan_options(args, ray=args.address != "none")
     with OutputFolder(args.out) as folder:
         out = folder.path
         todo = [r for r in recordings
