@@ -121,6 +121,12 @@ class ProcessSlot:
         self._conn.close()
 
 
+def ray_runtime_env() -> dict:
+    """What Ray's workers need to import this package from a checkout, without telemetry."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"env_vars": {"PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}}
+
+
 def connect_ray(address: str, *, num_cpus: int | None = None):
     """Ray, connected: a private instance (``local``) or an existing cluster.
 
@@ -140,9 +146,7 @@ def connect_ray(address: str, *, num_cpus: int | None = None):
                           "(or --address none to run on this machine without it)") from None
     if ray.is_initialized():
         return ray, False
-    env = {"env_vars": {"PYTHONPATH": os.pathsep.join(
-        p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p),
-        "RAY_USAGE_STATS_ENABLED": "0"}}
+    env = ray_runtime_env()
     try:
         if address == "local":
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,

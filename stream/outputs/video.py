@@ -27,7 +27,8 @@ from stream.outputs.base import PtsClock, Sink, check_output_file, describe_os_e
 MP4_OPTIONS = {"movflags": "frag_keyframe+delay_moov+default_base_moof", "flush_packets": "1"}
 # a cluster a second, written at once: a killed process loses about a second of masks (the
 # muxer's default holds up to 5 s in memory, and a file killed before that holds nothing)
-MKV_OPTIONS = {"cluster_time_limit": "1000", "flush_packets": "1"}
+# bitexact: no random segment UID or date, so the same masks give the same file
+MKV_OPTIONS = {"cluster_time_limit": "1000", "flush_packets": "1", "fflags": "+bitexact"}
 AUDIO_LEAD_S = 0.5  # copy audio up to this far past the last video frame written
 
 
