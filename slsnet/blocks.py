@@ -28,8 +28,11 @@ class CAM(nn.Module):
         a = x.reshape(b, c, h * w).float()
         with torch.autocast(device_type=x.device.type, enabled=False):
             attn = torch.softmax(torch.bmm(a, a.transpose(1, 2)), dim=-1)  # B×C×C
-            out = torch.bmm(attn, a).reshape(b, c, h, w)
-        return (self.gamma * out).to(x.dtype) + x
+            if x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last):
+                out = torch.bmm(attn, a)
+            else:  # (attn·A)ᵀ = Aᵀ·attnᵀ: the product comes out in x's NHWC order, no copy
+                out = torch.bmm(a.transpose(1, 2), attn.transpose(1, 2)).transpose(1, 2)
+        return x + (self.gamma * out.reshape(b, c, h, w)).to(x.dtype)
 
 
 def _conv_bn_relu(cin: int, cout: int) -> nn.Sequential:
