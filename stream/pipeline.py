@@ -125,6 +125,7 @@ class Pipeline:
         self._writer_q = FrameQueue(max(writer_queue, batch), "lossless", name="writer queue")
         self._display_q = FrameQueue(1, "latest", name="display queue")
         self.interrupted = False
+        self._input_ended = False
         self._threads: list[threading.Thread] = []
         self._fault = fault
         if fault is not None and fault.stage == "source":
@@ -195,6 +196,8 @@ class Pipeline:
             if frames and live and len(self.source.queue) == 0:
                 break  # a live source never waits to fill a batch
             item = self._get()
+            if item is EOS:
+                self._input_ended = True  # the source's own end, not a stop request
             if item is None or item is EOS:
                 return frames, True
             frames.append(item)
@@ -328,6 +331,9 @@ class Pipeline:
         try:
             if self.window is not None:
                 self._stage("window", self.window.open, self.source.info)
+            prepare = getattr(self.engine, "prepare", None)
+            if prepare is not None:  # buffers and CUDA graphs now, not in front of the first frame
+                run_stage("engine", prepare, self.source.info.size_wh)
             self.source.start(self._source_stop)
             for name, target in (("processing", self._process_loop), ("writer", self._write_loop)):
                 thread = threading.Thread(target=target, name=name, daemon=True)
@@ -364,7 +370,10 @@ class Pipeline:
             self.segmenter.close()  # e.g. the keyframe network's worker thread
         except Exception as exc:
             self._fail("smoothing", exc)
+        source_failed = getattr(self.source, "error", None) is not None
+        whole = self._input_ended and self.error is None and not source_failed
         for sink in self.sinks:
+            sink.input_complete = whole
             try:
                 sink.close()
             except Exception as exc:

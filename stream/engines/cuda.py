@@ -1,4 +1,4 @@
-"""The CUDA engine: a pinned ring, three streams, and the device work as one CUDA graph.
+"""The CUDA engine: a pinned ring, three streams, and the device work as a CUDA graph.
 
 One batch of frames goes through one ring slot:
 
@@ -68,6 +68,20 @@ def build_kernels(device: torch.device, kind: str = "auto") -> tuple[Kernels, st
         return TorchKernels(device), "CuPy not installed: torch pre/postprocessing (slower)"
 
 
+def graph_sizes(batch: int) -> list[int]:
+    """The batch sizes that get a CUDA graph: the powers of two below ``batch``, and ``batch``.
+
+    A batch of n frames replays the smallest graph that holds n (:func:`graph_for`), so a single
+    live frame or keyframe computes one frame, not ``batch`` (at most twice the work it needs).
+    """
+    return [1 << i for i in range(max(batch - 1, 0).bit_length()) if 1 << i < batch] + [batch]
+
+
+def graph_for(count: int, sizes: list[int]) -> int:
+    """The smallest of ``sizes`` (ascending) that holds ``count`` frames."""
+    return next(n for n in sizes if n >= count)
+
+
 def chunks(frames: list[Frame], batch: int) -> list[list[Frame]]:
     """Consecutive runs of same-size frames, each at most ``batch`` long (order kept)."""
     out: list[list[Frame]] = []
@@ -88,7 +102,7 @@ class Pending:
 
 
 class _Slot:
-    """One ring entry: pinned host buffers, device buffers, events, and its CUDA graph."""
+    """One ring entry: pinned host buffers, device buffers, events, and its CUDA graphs."""
 
     def __init__(self, batch: int, size_wh: tuple[int, int], size: int, device, kernels) -> None:
         w, h = size_wh
@@ -106,7 +120,7 @@ class _Slot:
             kernels.view(t) for t in (self.dev_in, self.dev_prob, self.dev_mask)
         )
         self.ev = {name: torch.cuda.Event(enable_timing=True) for name in _EVENTS}
-        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # frames computed → its graph
         self.pending: Pending | None = None
         self.stage_ms = 0.0
 
@@ -133,8 +147,9 @@ class CudaEngine:
         generator: the network (any device; a private copy is moved to ``device``).
         device: a CUDA device.
         precision: "fp16" (default, with channels_last), "bf16", "fp32" or "auto" (= fp16).
-        cuda_graph: capture preprocess + network + mask into one CUDA graph per ring slot.
-        batch: frames per batch (a shorter batch is padded: the graph's shape is fixed).
+        cuda_graph: capture preprocess + network + mask into CUDA graphs per ring slot, one per
+            size of :func:`graph_sizes` (a shorter batch replays the smallest that holds it).
+        batch: frames per batch at most.
         ring: ring slots per frame size (batches in flight at most).
         kernels: "auto" (CuPy if installed, else torch ops), "cupy" or "torch".
         untrained: the generator has random weights (the HUD says so).
@@ -159,6 +174,7 @@ class CudaEngine:
         half = self.dtype != torch.float32
         self.memory_format = torch.channels_last if half else torch.contiguous_format
         self.cuda_graph, self.batch, self.ring = cuda_graph, batch, ring
+        self.graph_sizes = graph_sizes(batch)
         with torch.cuda.device(self.device):
             torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv once
             self.kernels, self.note = build_kernels(self.device, kernels)
@@ -206,16 +222,18 @@ class CudaEngine:
             plan = _Plan(self, size_wh)
             # Eager runs first: cuDNN picks its algorithms, CuPy compiles, lazy state settles;
             # none of that is allowed while capturing.
-            for _ in range(3):
-                self._device_work(plan, plan.slots[0], self.batch)
+            for n in self.graph_sizes:
+                for _ in range(3):
+                    self._device_work(plan, plan.slots[0], n)
         if self.cuda_graph:
             # All graphs share one memory pool: they only run one after another on the compute
             # stream, and read and write only buffers made outside the capture.
             for slot in plan.slots:
-                slot.graph = torch.cuda.CUDAGraph()
-                with torch.cuda.graph(slot.graph, pool=self._pool, stream=comp,
-                                      capture_error_mode="thread_local"):
-                    self._device_work(plan, slot, self.batch)
+                for n in self.graph_sizes:
+                    graph = slot.graphs[n] = torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(graph, pool=self._pool, stream=comp,
+                                          capture_error_mode="thread_local"):
+                        self._device_work(plan, slot, n)
         comp.synchronize()
         return plan
 
@@ -283,8 +301,8 @@ class CudaEngine:
             comp.wait_event(ev["up1"])
             ev["comp0"].record(comp)
             with torch.cuda.stream(comp):
-                if slot.graph is not None:
-                    slot.graph.replay()  # always the full batch; padded rows are ignored
+                if slot.graphs:  # rows past ``count`` hold stale frames and are ignored
+                    slot.graphs[graph_for(count, self.graph_sizes)].replay()
                 else:
                     self._device_work(plan, slot, count)
             ev["comp1"].record(comp)

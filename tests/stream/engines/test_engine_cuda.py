@@ -135,6 +135,15 @@ def test_chunks_cut_by_batch_and_by_frame_size():
     assert [[f.index for f in c] for c in out] == [[0, 1], [2, 3], [4], [5, 6], [7]]
 
 
+def test_graph_sizes_let_a_short_batch_compute_little_more_than_itself():
+    from stream.engines.cuda import graph_for, graph_sizes
+
+    assert graph_sizes(1) == [1] and graph_sizes(3) == [1, 2, 3]
+    assert graph_sizes(8) == [1, 2, 4, 8] and graph_sizes(12) == [1, 2, 4, 8, 12]
+    sizes = graph_sizes(8)
+    assert [graph_for(n, sizes) for n in range(1, 9)] == [1, 2, 4, 4, 8, 8, 8, 8]
+
+
 def test_resolve_precision():
     from stream.engines import EngineError
     from stream.engines.cuda import resolve_precision
