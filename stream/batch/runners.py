@@ -130,7 +130,9 @@ def ray_runtime_env() -> dict:
 def connect_ray(address: str, *, num_cpus: int | None = None):
     """Ray, connected: a private instance (``local``) or an existing cluster.
 
-    Telemetry and the dashboard are off unless the cluster was started with them.
+    Telemetry and the dashboard are off unless the cluster was started with them. A private
+    Ray's workers import this checkout; a cluster's nodes need the package installed (or a Ray
+    Job's ``--working-dir``).
 
     Returns:
         (ray, started): ``started`` is True when this call started Ray (the caller shuts it down).
@@ -146,14 +148,12 @@ def connect_ray(address: str, *, num_cpus: int | None = None):
                           "(or --address none to run on this machine without it)") from None
     if ray.is_initialized():
         return ray, False
-    env = ray_runtime_env()
     try:
         if address == "local":
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     runtime_env=env, log_to_driver=False, logging_level="error")
-        else:
-            ray.init(address=address, runtime_env=env, log_to_driver=False,
-                     logging_level="error")
+                     runtime_env=ray_runtime_env(), log_to_driver=False, logging_level="error")
+        else:  # the nodes import the package as installed there (or a Ray Job's working_dir)
+            ray.init(address=address, log_to_driver=False, logging_level="error")
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise ConfigError(f"cannot reach the Ray cluster at {address}: "
                           f"{' '.join(str(exc).split())}") from None
