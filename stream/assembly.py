@@ -66,6 +66,7 @@ class RunConfig:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     source: int | str | None = None  # camera index, /dev/videoN or a file; None: the sample
     realtime: bool = False  # pace a file like a camera (drops frames when behind)
+    video_stream: int | None = None  # a file's video stream (None: the longest real one)
     outputs: Outputs = Outputs()
     weights: str | None = None  # None: the default file, else random weights (flagged)
     precision: str = "auto"
@@ -105,6 +106,7 @@ class RunConfig:
             device=resolve_device(args.device),
             source=args.camera if args.camera is not None else args.video,
             realtime=args.realtime,
+            video_stream=getattr(args, "video_stream", None),
             outputs=Outputs(video=_path(args.output), mask_dir=_path(args.mask_dir),
                             mask_video=_path(args.mask_video), csv=_path(args.csv)),
             weights=args.weights, precision=args.precision, cuda_graph=not args.no_cuda_graph,
@@ -150,7 +152,8 @@ def open_input(config: RunConfig, *, queue_size: int = 8) -> Source:
     Raises:
         SourceError: the input cannot be opened.
     """
-    return open_source(config.source_spec, realtime=config.realtime, queue_size=queue_size)
+    return open_source(config.source_spec, realtime=config.realtime, queue_size=queue_size,
+                       video_stream=config.video_stream)
 
 
 def open_outputs(config: RunConfig, info: SourceInfo) -> list:

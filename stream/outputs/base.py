@@ -25,6 +25,8 @@ class Sink:
         path: the file or directory written.
         written: frames written so far.
         warnings: one-line notes for the user (padding, retimed frames, dropped audio).
+        input_complete: set by the pipeline before ``close()`` when the source gave its whole
+            input (not stopped early), for outputs that copy more of it (the audio to its end).
     """
 
     name = "sink"
@@ -37,6 +39,7 @@ class Sink:
         self._closed = False
         self._created = False  # the output did not exist before open(): ours to remove
         self._failed: SinkError | None = None
+        self.input_complete = False
 
     def open(self, info: SourceInfo) -> None:
         """Check the output and create it; raises :class:`SinkError` with one line."""

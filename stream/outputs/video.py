@@ -1,12 +1,18 @@
 """Video file sinks: the rendered overlay as H.264 MP4, the masks as lossless FFV1 MKV.
 
-The MP4 keeps the input's timing exactly: its video stream uses the source's time base and
+The MP4 keeps the input's timing exactly: its video track's timescale is the source time
+base's denominator (``video_track_timescale``; left alone, FFmpeg raises it to at least 10000,
+so 1/1000 became 1/16000), the movie timescale is the same (``movie_timescale``; at its default
+1/1000 the edit list that holds a non-zero start time rounded every PTS to a millisecond), and
 every frame is muxed with the input PTS (variable frame rate stays variable; camera frames get
-PTS from their capture times). The input's audio packets are copied without re-encoding. The
-file is fragmented (one fragment per keyframe, a keyframe per second), so a process killed
-mid-run leaves a file that plays up to its last complete fragment. libx264 runs with
-``tune=zerolatency`` and no B-frames: each frame comes out as it goes in, nothing is reordered
-or held back, and the frame count always matches.
+PTS from their capture times). The input's audio is copied without re-encoding where MP4 can
+hold it, else transcoded to AAC (:mod:`stream.outputs.audio`). The file is fragmented (one
+fragment per keyframe, a keyframe per second), so a process killed mid-run leaves a file that
+plays up to its last complete fragment. libx264 runs with ``tune=zerolatency`` and no B-frames:
+each frame comes out as it goes in, nothing is reordered or held back, and the frame count
+always matches. After closing, the file is read back: a muxer that wrote fewer frames than it
+was given (FFmpeg logs some refusals without raising) is a :class:`SinkError`, never a quiet
+success.
 """
 
 from __future__ import annotations
@@ -16,10 +22,10 @@ from fractions import Fraction
 import av
 import cv2
 import numpy as np
-from av.bitstream import BitStreamFilterContext
 
 from stream.errors import SinkError
 from stream.frame import Frame, SourceInfo
+from stream.outputs.audio import AudioTrack
 from stream.outputs.base import PtsClock, Sink, check_output_file, describe_os_error
 
 # delay_moov: the index goes out with the first fragment, so a non-zero start time survives as
@@ -41,7 +47,8 @@ class VideoSink(Sink):
         preset: x264 speed preset.
         crf: x264 constant quality (lower is better and larger).
         keyframe_s: seconds between keyframes, hence between fragments.
-        copy_audio: copy the input's first audio stream, when it has one.
+        copy_audio: copy the input's first audio stream, when it has one (transcoded to AAC
+            where MP4 cannot hold it).
     """
 
     name = "video"
@@ -59,13 +66,14 @@ class VideoSink(Sink):
         super().__init__(path)
         self.codec, self.preset, self.crf = codec, preset, crf
         self.keyframe_s, self.copy_audio = keyframe_s, copy_audio
-        self.audio_packets = 0
         self._out = self._stream = None
-        self._audio_in = self._audio_out = None
-        self._audio_packets = None
-        self._pending_audio = None
-        self._adts = None
+        self._audio: AudioTrack | None = None
         self._last_s = 0.0
+
+    @property
+    def audio_packets(self) -> int:
+        """Audio packets muxed so far."""
+        return self._audio.packets if self._audio is not None else 0
 
     def _open(self, info: SourceInfo) -> None:
         check_output_file(self.path, info, what="output video")
@@ -78,30 +86,36 @@ class VideoSink(Sink):
                 f"{self.path.name}: {w}×{h} padded to {self._size_wh[0]}×{self._size_wh[1]} "
                 "(H.264 yuv420p needs even sides); frame count and timestamps unchanged"
             )
-        self._clock = PtsClock(info.time_base)
-        audio_from = info.path if self.copy_audio else None
-        try:
-            self._start(info, audio_from)
-        except (av.FFmpegError, OSError) as exc:
-            self._abandon()
-            if self._audio_out is None:
-                raise SinkError(f"cannot write {self.path}: {describe_os_error(exc)}") from None
-            # the muxer refused the audio stream: the video alone is still worth having
+        # MP4 time bases are 1/timescale: a/b keeps exact times (not ticks) as 1/b
+        timescale = Fraction(info.time_base).denominator
+        self._clock = PtsClock(Fraction(1, timescale))
+        audio = "copy" if self.copy_audio and info.path else None
+        error = None
+        # copy the audio; where the muxer refuses it, AAC; where that fails too, no audio
+        for attempt in (audio, "aac" if audio else None, None) if audio else (None,):
+            try:
+                self._start(info, timescale, attempt)
+                break
+            except (av.FFmpegError, OSError) as exc:
+                self._abandon()
+                error = exc
+                if attempt is None:
+                    raise SinkError(f"cannot write {self.path}: {describe_os_error(exc)}") from None
+        if audio and error is not None and self._audio is None:
             self.warnings.append(
-                f"{self.path.name}: input audio cannot be copied ({describe_os_error(exc)}); "
+                f"{self.path.name}: input audio cannot go into MP4 ({describe_os_error(error)}); "
                 "written without audio"
             )
-            self._audio_out = None
-            try:
-                self._start(info, None)
-            except (av.FFmpegError, OSError) as exc2:
-                self._abandon()
-                raise SinkError(f"cannot write {self.path}: {describe_os_error(exc2)}") from None
+        if self._audio is not None and self._audio.note:
+            self.warnings.append(f"{self.path.name}: {self._audio.note}")
 
-    def _start(self, info: SourceInfo, audio_from: str | None) -> None:
-        """Create the MP4 with its H.264 stream (and the copied audio) and write its header."""
+    def _start(self, info: SourceInfo, timescale: int, audio: str | None) -> None:
+        """Create the MP4 with its H.264 stream (and the input's audio) and write its header."""
+        self._audio = None
         gop = max(1, round(info.fps * self.keyframe_s)) if info.fps > 0 else 30
-        self._out = av.open(str(self.path), "w", format="mp4", options=dict(MP4_OPTIONS))
+        options = {**MP4_OPTIONS, "video_track_timescale": str(timescale),
+                   "movie_timescale": str(timescale)}
+        self._out = av.open(str(self.path), "w", format="mp4", options=options)
         stream = self._out.add_stream(
             self.codec,
             rate=Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else None,
@@ -114,39 +128,23 @@ class VideoSink(Sink):
         )
         stream.width, stream.height = self._size_wh
         stream.pix_fmt = "yuv420p"
-        stream.time_base = info.time_base
-        stream.codec_context.time_base = info.time_base
+        stream.time_base = self._clock.time_base
+        stream.codec_context.time_base = self._clock.time_base
         self._stream = stream
-        if audio_from:
-            self._add_audio(audio_from)
+        if audio is not None:
+            self._add_audio(info.path, transcode=audio == "aac")
         self._out.start_encoding()
 
-    def _add_audio(self, input_path: str) -> None:
-        """Copy the input's first audio stream, or say why not."""
+    def _add_audio(self, input_path: str, *, transcode: bool) -> None:
+        """Add the input's first audio stream; raises ValueError where MP4 cannot hold it."""
         try:
-            source = av.open(input_path)
+            self._audio = AudioTrack(input_path, self._out, transcode=transcode)
+        except LookupError:
+            return  # no audio to copy
         except (av.FFmpegError, OSError):
             return  # the source opened it; if it is gone now, there is simply no audio
-        if not source.streams.audio:
-            source.close()
-            return
-        audio = source.streams.audio[0]
-        codec = audio.codec_context.name
-        if codec not in self._out.supported_codecs:
-            self.warnings.append(
-                f"{self.path.name}: input audio ({codec}) cannot go into MP4; written without audio"
-            )
-            source.close()
-            return
-        self._audio_in = source
-        self._audio_out = self._out.add_stream_from_template(audio)
-        self._audio_packets = source.demux(audio)
-        self._adts = None
-        if codec == "aac" and not audio.codec_context.extradata:
-            # ADTS AAC (MPEG-TS, raw .aac): MP4 wants the AudioSpecificConfig up front and
-            # bare frames, which FFmpeg's automatic filter does not give a fragmented MP4
-            self._audio_out.codec_context.extradata = _adts_config(input_path)
-            self._adts = BitStreamFilterContext("aac_adtstoasc", audio)
+        except ValueError as exc:
+            raise OSError(str(exc)) from None  # the next attempt transcodes
 
     def _write(self, frame: Frame) -> None:
         image = frame.rendered if frame.rendered is not None else frame.image
@@ -155,8 +153,8 @@ class VideoSink(Sink):
         vf.pts, vf.time_base = self._clock(frame), self._clock.time_base
         self._mux(self._stream.encode(vf))
         self._last_s = self._clock.seconds(frame)
-        if self._audio_packets is not None:
-            self._copy_audio_until(self._last_s + AUDIO_LEAD_S)
+        if self._audio is not None:
+            self._audio.until(self._last_s + AUDIO_LEAD_S, self._mux)
 
     def _fit(self, image: np.ndarray) -> np.ndarray:
         """Pad odd sides by repeating the last row/column; resize a frame of another size."""
@@ -173,30 +171,6 @@ class VideoSink(Sink):
             image = cv2.copyMakeBorder(image, 0, out_h - h, 0, out_w - w, cv2.BORDER_REPLICATE)
         return image
 
-    def _copy_audio_until(self, seconds: float | None) -> None:
-        """Remux input audio packets whose time is before ``seconds`` (None: all that is left)."""
-        while True:
-            packet = self._pending_audio
-            self._pending_audio = None
-            if packet is None:
-                try:
-                    packet = next(self._audio_packets, None)
-                except av.FFmpegError:
-                    continue  # a damaged audio packet is skipped, like a damaged video one
-                if packet is None:
-                    self._audio_packets = None
-                    return
-            if packet.dts is None:
-                continue  # the demuxer's flush packet
-            if seconds is not None and packet.pts is not None:
-                if float(packet.pts * packet.time_base) > seconds:
-                    self._pending_audio = packet
-                    return
-            for out in self._adts.filter(packet) if self._adts else (packet,):
-                out.stream = self._audio_out
-                self._mux(out)
-                self.audio_packets += 1
-
     def _mux(self, packets) -> None:
         try:
             self._out.mux(packets)
@@ -209,12 +183,16 @@ class VideoSink(Sink):
         try:
             if self._failed is None and self._out is not None:
                 self._mux(self._stream.encode(None))  # flush: every frame in, every frame out
-                if self._audio_packets is not None:
-                    # the whole input went through: copy its audio to the end; stopped early:
-                    # only as far as the video goes
-                    whole = self.written >= (self._info.frame_count or float("inf"))
-                    self._copy_audio_until(None if whole else self._last_s + AUDIO_LEAD_S)
+                if self._audio is not None:
+                    # the whole input went through: its audio to the end (Matroska, WebM, TS
+                    # state no frame count, so the pipeline says so); stopped early: only as
+                    # far as the video goes
+                    whole = self.input_complete or self.written >= (
+                        self._info.frame_count or float("inf"))
+                    self._audio.until(None if whole else self._last_s + AUDIO_LEAD_S, self._mux)
                 self._out.close()
+                self._out = None
+                self._check_written()
         except av.FFmpegError as exc:
             raise exc if isinstance(exc, OSError) else OSError(str(exc)) from None
         finally:
@@ -225,6 +203,32 @@ class VideoSink(Sink):
                 "non-increasing timestamps and were moved one tick later"
             )
 
+    def _check_written(self) -> None:
+        """Read the file back: every frame given to the muxer must be in it, and the audio.
+
+        Raises:
+            OSError: the file holds fewer frames (or no audio where audio was muxed).
+        """
+        want_audio = self.audio_packets
+        try:
+            with av.open(str(self.path)) as written:
+                video = written.streams.video[0] if written.streams.video else None
+                audio = written.streams.audio[0] if written.streams.audio else None
+                frames = audio_packets = 0
+                for packet in written.demux():
+                    if packet.size and video is not None and packet.stream_index == video.index:
+                        frames += 1
+                    elif packet.size and audio is not None and packet.stream_index == audio.index:
+                        audio_packets += 1
+        except av.FFmpegError as exc:
+            raise OSError(f"the file written cannot be read back ({exc})") from None
+        if frames != self.written:
+            raise OSError(
+                f"the muxer wrote {frames} of {self.written} frames (FFmpeg refused part of it)"
+            )
+        if want_audio and not audio_packets:
+            raise OSError(f"the muxer dropped the audio ({want_audio} packets muxed, none kept)")
+
     def _incomplete_note(self) -> str:
         return (
             f"the file is incomplete ({self.written} frames written) and plays up to its "
@@ -233,14 +237,14 @@ class VideoSink(Sink):
 
     def _abandon(self) -> None:
         """Close whatever is open without finalising more (after an error)."""
-        for container in (self._out, self._audio_in):
-            if container is not None:
-                try:
-                    container.close()
-                except (av.FFmpegError, OSError):
-                    pass
-        self._out = self._audio_in = None
-        self._audio_packets = None
+        if self._out is not None:
+            try:
+                self._out.close()
+            except (av.FFmpegError, OSError):
+                pass
+        if self._audio is not None:
+            self._audio.close()
+        self._out = None
 
 
 class MaskVideoSink(Sink):
@@ -294,25 +298,6 @@ class MaskVideoSink(Sink):
             self._out.close()
         except av.FFmpegError as exc:
             raise exc if isinstance(exc, OSError) else OSError(str(exc)) from None
-
-
-def _adts_config(path: str) -> bytes:
-    """The 2-byte AudioSpecificConfig of the first ADTS frame of ``path``'s audio stream.
-
-    Raises:
-        OSError: the stream does not start with an ADTS header.
-    """
-    with av.open(path) as container:
-        for packet in container.demux(container.streams.audio[0]):
-            head = bytes(packet)[:4]
-            if len(head) < 4:
-                continue
-            if head[0] != 0xFF or head[1] & 0xF0 != 0xF0:
-                break
-            profile, rate_index = (head[2] >> 6) & 3, (head[2] >> 2) & 15
-            channels = ((head[2] & 1) << 2) | (head[3] >> 6)
-            return ((profile + 1) << 11 | rate_index << 7 | channels << 3).to_bytes(2, "big")
-    raise OSError("AAC audio without a configuration or ADTS headers")
 
 
 def mask_255(mask: np.ndarray) -> np.ndarray:

@@ -18,6 +18,7 @@ def open_source(
     fps: float | None = None,
     mjpg: bool = False,
     queue_size: int = 8,
+    video_stream: int | None = None,
 ) -> Source:
     """Open a camera (index or /dev/video* path) or a video file.
 
@@ -30,6 +31,8 @@ def open_source(
         fps: cameras only: requested capture rate.
         mjpg: cameras only: request the MJPG pixel format (higher rates over USB 2).
         queue_size: bound of the frame queue.
+        video_stream: files only: the index of the video stream to process (default: the
+            longest real video stream).
 
     Returns:
         An opened, not yet started :class:`Source`.
@@ -47,9 +50,13 @@ def open_source(
         )
         if realtime:
             source.warnings.append("--realtime applies to files only; a camera is live anyway")
+        if video_stream is not None:
+            source.warnings.append("--video-stream applies to files only; ignored")
         return source
 
-    source = FileSource(Path(spec), realtime=realtime, queue_size=queue_size)
+    source = FileSource(
+        Path(spec), realtime=realtime, queue_size=queue_size, video_stream=video_stream
+    )
     ignored = [
         name
         for name, value in (("width", width), ("height", height), ("fps", fps), ("mjpg", mjpg))

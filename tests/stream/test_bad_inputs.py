@@ -279,7 +279,7 @@ def test_rotation_metadata_is_applied_to_every_output(tmp_path):
     run = run_cli("--video", clip.path, "--output", tmp_path / "o.mp4",
                   "--mask-dir", tmp_path / "m")
     assert run.rc == 0, run.stderr
-    assert any("rotated to 64×96" in line for line in run.warnings)
+    assert any("rotated 90° counter-clockwise to 64×96" in line for line in run.warnings)
     assert probe(tmp_path / "o.mp4").size_wh == (64, 96)
     mask = cv2.imread(str(tmp_path / "m" / "frame_000000.png"), cv2.IMREAD_UNCHANGED)
     assert mask.shape == (96, 64)

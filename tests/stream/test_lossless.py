@@ -12,12 +12,9 @@ from fractions import Fraction
 
 import cv2
 import pytest
-import torch
 from support.media import decode_video, probe, read_index, vfr_pts, write_clip
+from support.nets import save_no_lesion
 from support.reliability import run_cli
-
-from slsnet import build_generator
-from slsnet.export import save_generator
 
 SIZE_WH = (96, 64)
 
@@ -35,11 +32,7 @@ EXTENSIONS = {"mpegts-adts-audio-b-frames": "ts", "odd-size-ffv1": "mkv"}
 @pytest.fixture(scope="module")
 def no_lesion(tmp_path_factory):
     """Weights of a generator whose every probability is ~0 (head bias -10)."""
-    generator = build_generator().eval()
-    with torch.no_grad():
-        generator.head.weight.zero_()
-        generator.head.bias.fill_(-10.0)
-    return save_generator(generator, tmp_path_factory.mktemp("w") / "no_lesion.pt")
+    return save_no_lesion(tmp_path_factory.mktemp("w") / "no_lesion.pt")
 
 
 @pytest.mark.timeout(180)

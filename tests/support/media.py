@@ -338,6 +338,15 @@ def probe(path: str | Path) -> Probe:
         )
 
 
+def audio_seconds(path: str | Path) -> Fraction:
+    """How long the first audio stream of ``path`` plays: its decoded samples / sample rate."""
+    with av.open(str(path)) as container:
+        samples, rate = 0, None
+        for frame in container.decode(audio=0):
+            samples, rate = samples + frame.samples, frame.sample_rate
+    return Fraction(samples, rate) if rate else Fraction(0)
+
+
 def decode_video(path: str | Path, *, fmt: str = "bgr24") -> list[tuple[int, np.ndarray]]:
     """Every decodable video frame of ``path`` as (pts, H×W×C array), in presentation order."""
     with av.open(str(path)) as container:
