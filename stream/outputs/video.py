@@ -69,6 +69,7 @@ class VideoSink(Sink):
         self._out = self._stream = None
         self._audio: AudioTrack | None = None
         self._last_s = 0.0
+        self._broken: str | None = None  # what the read-back found missing
 
     @property
     def audio_packets(self) -> int:
@@ -220,16 +221,20 @@ class VideoSink(Sink):
                         frames += 1
                     elif packet.size and audio is not None and packet.stream_index == audio.index:
                         audio_packets += 1
-        except av.FFmpegError as exc:
-            raise OSError(f"the file written cannot be read back ({exc})") from None
+        except av.FFmpegError:
+            frames = audio_packets = 0  # not even a header a player can read
         if frames != self.written:
+            self._broken = f"{frames} of {self.written} frames can be played"
             raise OSError(
                 f"the muxer wrote {frames} of {self.written} frames (FFmpeg refused part of it)"
             )
         if want_audio and not audio_packets:
+            self._broken = "its video plays, without the audio"
             raise OSError(f"the muxer dropped the audio ({want_audio} packets muxed, none kept)")
 
     def _incomplete_note(self) -> str:
+        if self._broken:
+            return f"the file is broken: {self._broken}"
         return (
             f"the file is incomplete ({self.written} frames written) and plays up to its "
             "last complete fragment"

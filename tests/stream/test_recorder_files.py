@@ -9,6 +9,7 @@ read back with PyAV: it plays to its last frame, with the input's PTS in the inp
 
 from __future__ import annotations
 
+import threading
 from fractions import Fraction
 
 import av
@@ -17,6 +18,12 @@ import pytest
 from support.media import audio_seconds, decode_video, probe, read_index, synthetic_frame
 from support.nets import save_no_lesion
 from support.reliability import run_cli
+
+from stream.errors import SinkError
+from stream.outputs import VideoSink
+from stream.outputs import audio as audio_output
+from stream.queues import EOS
+from stream.sources import open_source
 
 SIZE_WH = (96, 64)
 SAMPLE_DTYPES = {"s16": np.int16, "s32": np.int32, "flt": np.float32, "dbl": np.float64}
@@ -153,6 +160,31 @@ def test_stereo_pcm_without_a_channel_layout_gives_a_playable_mp4_with_all_its_a
     _assert_plays_like(out, clip, frames=10)
     assert probe(out).audio_codec == "pcm_s16le"
     assert audio_seconds(out) == audio_seconds(clip) == Fraction(10, 25)
+
+
+@pytest.mark.timeout(60)
+def test_a_muxer_that_keeps_less_than_it_was_given_is_an_error_not_success(tmp_path,
+                                                                          monkeypatch):
+    # given stereo PCM without a layout, and the layout it needs not set (as before the fix):
+    # FFmpeg's MP4 muxer logs "unsupported channel layout" and raises nothing
+    clip = write_input(tmp_path / "capture.mkv", audio_codec="pcm_s16le", layout="stereo")
+    monkeypatch.setattr(audio_output, "_standard_layout", lambda ctx: None)
+    source = open_source(str(clip))
+    sink = VideoSink(tmp_path / "out.mp4")
+    sink.open(source.info)
+    stop = threading.Event()
+    source.start(stop)
+    while (frame := source.queue.get(stop, timeout=20)) is not EOS:
+        sink.write(frame)
+    # when the file is closed
+    with pytest.raises(SinkError) as failed:
+        sink.close()
+    # then the run fails with one line that says what the file lacks
+    assert str(failed.value) == (
+        f"cannot write {tmp_path / 'out.mp4'}: the muxer wrote 0 of 10 frames (FFmpeg refused "
+        "part of it); the file is broken: 0 of 10 frames can be played")
+    assert "\n" not in str(failed.value)
+    assert source.join(5)
 
 
 @pytest.mark.timeout(120)
