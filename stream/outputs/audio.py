@@ -1,10 +1,10 @@
 """The input's audio in the output MP4: copied packet for packet, or transcoded to AAC.
 
 Copying keeps the audio bit for bit. Two things stop it: MP4 cannot hold the codec (μ-law and
-unsigned PCM, ADPCM, WMA; Vorbis only as an experiment FFmpeg refuses), or the stream states a
-channel count without a layout (capture cards' stereo PCM in AVI or Matroska), which FFmpeg's
-MP4 muxer rejects while writing fragments without raising: the file would hold no video at all.
-The first gets AAC (the note says so), the second the standard layout for its channel count.
+unsigned PCM, ADPCM, WMA), or the stream states a channel count without a layout (capture
+cards' stereo PCM in AVI or Matroska), which FFmpeg's MP4 muxer rejects while writing fragments
+without raising: the file would hold no video at all. The first gets AAC (the note says so),
+the second the standard layout for its channel count.
 """
 
 from __future__ import annotations
