@@ -71,10 +71,15 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
         f"plays the bundled sample clip ({SAMPLE.name}).",
         epilog="Window keys: q/Esc quit, space pause, m mask on/off, h HUD on/off, s snapshot.",
     )
-    src = parser.add_argument_group("source (one of)").add_mutually_exclusive_group()
+    source = parser.add_argument_group("source (one of --camera, --video)")
+    src = source.add_mutually_exclusive_group()
     src.add_argument("--camera", type=_camera, nargs="?", const=0, metavar="INDEX|/dev/videoN",
                      help="live camera (default index 0 when given without a value)")
     src.add_argument("--video", metavar="PATH", help="video file to process")
+    source.add_argument(
+        "--video-stream", type=int, metavar="N", default=None,
+        help="files: the index of the video stream to process (default: the longest real "
+        "video stream; cover art never)")
     out = parser.add_argument_group("outputs (any combination)")
     out.add_argument("--output", metavar="PATH",
                      help="write the rendered video (mask overlay and HUD) as H.264 MP4")
@@ -126,6 +131,17 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     web.add_argument("--port", type=_positive, default=7860, help="port to serve on")
     web.add_argument("--max-upload-mb", type=_positive, default=500, metavar="MB",
                      help="largest video or image the page accepts")
+    web.add_argument("--auth", action="append", metavar="USER:PASSWORD",
+                     help="a login the page asks for (repeat for more users); needed to serve "
+                     "beyond this machine")
+    web.add_argument("--auth-file", metavar="FILE",
+                     help="logins, one user:password per line, in a file only its owner may "
+                     "read (chmod 600)")
+    web.add_argument("--no-auth", action="store_true",
+                     help="serve a non-local --host without a login: anyone on the network sees "
+                     "the video (the page and the console say so)")
+    web.add_argument("--ssl-certfile", metavar="PEM", help="TLS certificate: serve https")
+    web.add_argument("--ssl-keyfile", metavar="PEM", help="TLS private key of --ssl-certfile")
     return parser
 
 
@@ -182,6 +198,11 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if args.gradio:  # the browser demo serves many sources; stream.web wires it
         return run_web(args, console=console)
+    web_only = [flag for flag, value in (
+        ("--auth", args.auth), ("--auth-file", args.auth_file), ("--no-auth", args.no_auth),
+        ("--ssl-certfile", args.ssl_certfile), ("--ssl-keyfile", args.ssl_keyfile)) if value]
+    if web_only:
+        raise StreamError(f"{', '.join(web_only)} only apply to the web demo (--gradio)")
     fault = fault_from_env()  # SLSNET_FAIL_STAGE: a failure the reliability tests inject
     config = RunConfig.from_args(args)
     if config.source is None:
@@ -252,7 +273,10 @@ def _report_losses(source, sinks, console: Console, *, warned: int, cut_short: b
     for note in source.warnings[warned:]:  # found while reading, e.g. where a damaged file ends
         console.print(f"[yellow]warning:[/] {note}")
     unreadable = source.stats().get("unreadable", 0)
-    if unreadable:
+    note = source.damage_note() if hasattr(source, "damage_note") else None
+    if note:
+        console.print(f"[yellow]warning:[/] {note}")
+    elif unreadable:
         console.print(f"[yellow]warning:[/] {source.info.name}: {unreadable} unreadable frame(s) "
                       "skipped (damaged data); every readable frame was processed")
     if cut_short:

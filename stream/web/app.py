@@ -58,6 +58,9 @@ def header(runtime) -> str:
             f"Model: SLSNet generator, {engine.size}×{engine.size} input, **{engine.name}**.")
     if runtime.weights_note:
         text += f"\n\n<h3 style='color:#c00'>⚠ {runtime.weights_note}</h3>"
+    if runtime.options.open_warning:
+        text += (f"\n\n<div id='open-warning' style='background:#c00;color:#fff;padding:0.6em;"
+                 f"font-weight:bold'>⚠ {runtime.options.open_warning}</div>")
     return text
 
 
@@ -94,8 +97,9 @@ def live_tab(runtime) -> None:
 
 def video_tab(runtime) -> None:
     """A recording run through the file pipeline of ``demo.py``."""
-    def run_video(upload, smooth, progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
-        return segment_video(upload, smooth, progress, runtime=runtime)
+    def run_video(upload, smooth, request: gr.Request, progress=gr.Progress()):  # noqa: B008
+        return segment_video(upload, smooth, progress, runtime=runtime,
+                             owner=runtime.visitors.owner(request))
 
     with gr.Row():
         with gr.Column():
@@ -121,6 +125,10 @@ def video_tab(runtime) -> None:
 
 def image_tab(runtime) -> None:
     """A still photo: overlay, mask PNG and lesion area."""
+    def run_image(photo, threshold, request: gr.Request):
+        return segment_image(photo, threshold, runtime=runtime,
+                             owner=runtime.visitors.owner(request))
+
     with gr.Row():
         with gr.Column():
             photo = gr.Image(label="Dermoscopic photo", sources=["upload", "clipboard"],
@@ -134,7 +142,7 @@ def image_tab(runtime) -> None:
             mask = gr.File(label="Mask PNG (0/255)", elem_id="image-mask")
             area = gr.Markdown(elem_id="image-area")
     run.click(
-        user_errors(functools.partial(segment_image, runtime=runtime)),
+        user_errors(run_image),
         inputs=[photo, threshold],
         outputs=[overlay, mask, area],
         api_name="segment_image",
@@ -176,4 +184,14 @@ def build_app(runtime) -> gr.Blocks:
             if runtime.options.camera is not None:
                 with gr.Tab("Server camera", id="server"):
                     server_camera_tab(runtime)
+        visitors = runtime.visitors
+
+        def opened(request: gr.Request) -> None:
+            visitors.page_opened(visitors.owner(request), request.session_hash)
+
+        def closed(request: gr.Request) -> None:
+            visitors.page_closed(visitors.owner(request), request.session_hash)
+
+        app.load(opened, api_visibility="private")
+        app.unload(closed)
     return app

@@ -25,29 +25,35 @@ from stream.assembly import Outputs, RunConfig, build_pipeline, open_input, open
 from stream.errors import StreamError, UploadError
 from stream.frame import Frame
 from stream.outputs import Renderer, mask_255
+from stream.web.access import ANONYMOUS, safe_stem
 
 MAX_IMAGE_PIXELS = 50_000_000  # a 7k×7k photo; larger ones are rejected before decoding
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class JobDirs:
-    """Per-job result folders under one private root that the server owns.
+    """Per-job result folders, one folder per visitor, under one private root.
 
     Args:
+        root: the folder to use (the web server puts it inside Gradio's cache, so that results
+            are served where they are written); None: a new private temporary folder.
         max_age_s: a job folder older than this is removed when the next job starts (the page
-            has copied its results into Gradio's cache by then).
+            has shown or downloaded its results by then).
     """
 
-    def __init__(self, *, max_age_s: float = 600.0) -> None:
-        self.root = Path(tempfile.mkdtemp(prefix="slsnet-web-"))
+    def __init__(self, root: Path | None = None, *, max_age_s: float = 600.0) -> None:
+        if root is None:
+            root = Path(tempfile.mkdtemp(prefix="slsnet-web-"))
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
 
-    def new(self, kind: str) -> Path:
-        """A fresh empty folder for one job; prunes old jobs first."""
+    def new(self, kind: str, owner: str = ANONYMOUS) -> Path:
+        """A fresh empty folder for one job of visitor ``owner``; prunes old jobs first."""
         self.prune()
-        path = self.root / f"{kind}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:8]}"
-        path.mkdir()
+        path = self.root / owner / f"{kind}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:8]}"
+        path.mkdir(parents=True)
         return path
 
     def prune(self, max_age_s: float | None = None) -> int:
@@ -55,8 +61,12 @@ class JobDirs:
         limit = self.max_age_s if max_age_s is None else max_age_s
         now, removed = time.time(), 0
         with self._lock:
-            for job in self.root.iterdir() if self.root.exists() else ():
-                if now - job.stat().st_mtime >= limit:
+            for job in self.root.glob("*/*") if self.root.exists() else ():
+                try:
+                    old = now - job.stat().st_mtime >= limit
+                except FileNotFoundError:  # its visitor's last page just closed
+                    continue
+                if old:
                     shutil.rmtree(job, ignore_errors=True)
                     removed += 1
         return removed
@@ -151,40 +161,45 @@ def area_summary(rows: list[dict[str, str]]) -> dict[str, str]:
     }
 
 
-def segment_image(photo, threshold: float, *, runtime) -> tuple[np.ndarray, str, str]:
+def segment_image(
+    photo, threshold: float, *, runtime, owner: str = ANONYMOUS
+) -> tuple[str, str, str]:
     """The Image tab: a still photo → overlay, mask PNG and lesion area.
 
     Args:
         photo: the upload as Gradio sends it without preprocessing (a ``FileData`` dict).
         threshold: probability above which a pixel is lesion.
         runtime: the process's :class:`stream.web.runtime.Runtime`.
+        owner: the visitor the results belong to (:mod:`stream.web.access`).
 
     Returns:
-        (overlay H×W×3 uint8 RGB, path of the 0/255 mask PNG, Markdown with the area).
+        (path of the overlay PNG, path of the 0/255 mask PNG, Markdown with the area).
 
     Raises:
         UploadError: nothing uploaded, empty, too large, not an image, corrupt.
     """
     path = upload_path(photo, what="image", max_bytes=runtime.options.max_upload_mb * 2**20)
-    name = Path(photo.get("orig_name") or path.name) if isinstance(photo, dict) else path
+    name = photo.get("orig_name") or path.name if isinstance(photo, dict) else path.name
+    stem = safe_stem(name, "image")  # the browser's name: never a path as it came
     bgr = read_photo(path)
     frame = Frame(image=bgr, index=0, pts=None, time_base=Fraction(1, 1),
                   capture_time=time.perf_counter())
     runtime.segment_still(frame, threshold=float(threshold))
     overlay = Renderer(device=runtime.engine.name, untrained=runtime.engine.untrained,
                        hud=False).render(frame, None)
-    job = runtime.jobs.new("image")
-    mask_png = write_png(job / f"{Path(name).stem}_mask.png", mask_255(frame.mask))
+    job = runtime.jobs.new("image", owner)
+    mask_png = write_png(job / f"{stem}_mask.png", mask_255(frame.mask))
+    overlay_png = write_png(job / f"{stem}_overlay.png", overlay)
     h, w = frame.mask.shape
     area = int(np.count_nonzero(frame.mask))
     text = (f"**Lesion area: {100 * area / frame.mask.size:.1f} %** of the image "
             f"({area} of {w}×{h} px) at threshold {float(threshold):.2f}.")
     if runtime.weights_note:
         text += f"  \n⚠ {runtime.weights_note}"
-    return cv2.cvtColor(overlay, cv2.COLOR_BGR2RGB), str(mask_png), text
+    return str(overlay_png), str(mask_png), text
 
 
-def segment_video(upload, smooth: str = "off", progress=None, *, runtime):
+def segment_video(upload, smooth: str = "off", progress=None, *, runtime, owner: str = ANONYMOUS):
     """The Video tab: a recording through the file pipeline of ``demo.py``.
 
     The same :class:`~stream.pipeline.Pipeline`, source and sinks as ``demo.py --video F
@@ -195,6 +210,7 @@ def segment_video(upload, smooth: str = "off", progress=None, *, runtime):
         smooth: smoothing mode.
         progress: Gradio's progress tracker (``gr.Progress``), or None.
         runtime: the process's :class:`stream.web.runtime.Runtime`.
+        owner: the visitor the results belong to (:mod:`stream.web.access`).
 
     Returns:
         (masked MP4 path, zip of mask PNGs, per-frame CSV path, summary rows [name, value]).
@@ -205,15 +221,15 @@ def segment_video(upload, smooth: str = "off", progress=None, *, runtime):
     """
     path = upload_path(upload, what="video", max_bytes=runtime.options.max_upload_mb * 2**20)
     try:
-        return _run_video(path, smooth, progress, runtime)
+        return _run_video(path, smooth, progress, runtime, owner)
     except StreamError as exc:  # the page names the file as the user knows it
         raise UploadError(str(exc).replace(str(path), path.name)) from None
 
 
-def _run_video(path: Path, smooth: str, progress, runtime):
+def _run_video(path: Path, smooth: str, progress, runtime, owner: str):
     engine = runtime.shared
-    job = runtime.jobs.new("video")
-    stem = path.stem
+    job = runtime.jobs.new("video", owner)
+    stem = safe_stem(path.name, "video")
     # the run exactly as demo.py --video F --output O --mask-dir D --csv C wires it
     config = RunConfig(device=engine.device, source=str(path), smooth=smooth,
                        outputs=Outputs(video=job / f"{stem}_masked.mp4", mask_dir=job / "masks",

@@ -6,6 +6,10 @@ in :mod:`stream.web.app`; the handlers live in :mod:`stream.web.live` (webcam, s
 and :mod:`stream.web.files` (uploads).
 
     python demo.py --gradio [--host 127.0.0.1] [--port 7860] [--weights W] [--device D]
+        [--auth USER:PASSWORD | --auth-file FILE | --no-auth] [--ssl-certfile C --ssl-keyfile K]
+
+Serving beyond this machine needs a login (:mod:`stream.web.access`); each visitor's uploads
+and results are its own.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import shutil
 import signal
 import tempfile
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.panel import Panel
@@ -27,6 +31,13 @@ from stream.errors import ConfigError, ServeError
 from stream.frame import Frame
 from stream.segmenter import Segmenter
 from stream.smoothing import DEFAULT_MODE, Identity
+from stream.web.access import (
+    VisitorGate,
+    Visitors,
+    check_exposure,
+    parse_login,
+    read_auth_file,
+)
 from stream.web.files import JobDirs
 from stream.web.live import ServerCamera
 
@@ -44,6 +55,10 @@ class WebOptions:
     stream_every: float = 0.05  # s between webcam frames the browser sends at most
     time_limit: int = 600  # s a single live stream may run before the browser must restart it
     concurrency: int = 4  # live streams served at once; more wait in Gradio's queue
+    logins: tuple[tuple[str, str], ...] = field(default=(), repr=False)  # Gradio's login
+    open_warning: str | None = None  # --no-auth beyond this machine: the page's red banner
+    ssl_certfile: str | None = None  # TLS: both files, or neither
+    ssl_keyfile: str | None = None
 
 
 class SharedEngine:
@@ -81,12 +96,13 @@ class Runtime:
         options: the serving options.
     """
 
-    def __init__(self, engine: Engine, options: WebOptions) -> None:
+    def __init__(self, engine: Engine, options: WebOptions, *, cache: Path | None = None) -> None:
         self.engine = engine
         self.shared = SharedEngine(engine, threading.Lock())  # what every session calls
         self.options = options
-        self.jobs = JobDirs()
-        self.cache: Path | None = None  # Gradio's cache folder, once serve() has made it
+        self.cache = cache  # Gradio's cache folder (serve() makes it); results are written in it
+        self.jobs = JobDirs(cache / "jobs" if cache is not None else None)
+        self.visitors = Visitors(self.jobs.root)
         self.camera = ServerCamera(self, options.camera) if options.camera is not None else None
         self.weights_note = (
             f"{UNTRAINED_WARNING}: no trained weights were found, so the masks are meaningless "
@@ -120,16 +136,18 @@ def serve(engine: Engine, options: WebOptions, *, block: bool = True):
         options: host, port and limits.
         block: wait until the server is stopped; on return everything the demo wrote is removed.
     """
+    from starlette.middleware import Middleware  # comes with Gradio
+
     from stream.web.app import CSS, build_app  # Gradio: imported only when serving
 
-    runtime = Runtime(engine, options)
     # Gradio keeps uploads, results and live frames in GRADIO_TEMP_DIR (read when components
     # are built and when the server starts): a private folder per process, removed on exit,
     # leaves nothing behind, not even the temp files of uploads Gradio refused half-way.
     parent = os.environ.get("GRADIO_TEMP_DIR") or str(Path(tempfile.gettempdir()) / "gradio")
     Path(parent).mkdir(parents=True, exist_ok=True)
-    runtime.cache = Path(tempfile.mkdtemp(prefix="slsnet-web-cache-", dir=parent))
-    os.environ["GRADIO_TEMP_DIR"] = str(runtime.cache)
+    cache = Path(tempfile.mkdtemp(prefix="slsnet-web-cache-", dir=parent))
+    os.environ["GRADIO_TEMP_DIR"] = str(cache)
+    runtime = Runtime(engine, options, cache=cache)
     app = build_app(runtime)
     app.queue(default_concurrency_limit=options.concurrency)
     if block and threading.current_thread() is threading.main_thread():
@@ -143,6 +161,13 @@ def serve(engine: Engine, options: WebOptions, *, block: bool = True):
             show_error=True,
             css=CSS,
             prevent_thread_lock=True,
+            auth=list(options.logins) or None,
+            auth_message="SLSNet live: log in with the user name and password you were given.",
+            ssl_certfile=options.ssl_certfile,
+            ssl_keyfile=options.ssl_keyfile,
+            ssl_verify=False,  # Gradio's start-up check calls itself; a self-signed cert is fine
+            app_kwargs={"middleware": [Middleware(VisitorGate, visitors=runtime.visitors,
+                                                  secure=options.ssl_certfile is not None)]},
         )
         if not block:
             return app, runtime
@@ -157,6 +182,20 @@ def serve(engine: Engine, options: WebOptions, *, block: bool = True):
             app.close()
             runtime.close()
     return None
+
+
+def check_tls(certfile: str | None, keyfile: str | None) -> tuple[str | None, str | None]:
+    """``--ssl-certfile`` and ``--ssl-keyfile``: both or neither, each a readable file.
+
+    Raises:
+        ConfigError: one without the other, or a file that cannot be read.
+    """
+    if (certfile is None) != (keyfile is None):
+        raise ConfigError("TLS needs both --ssl-certfile and --ssl-keyfile")
+    for flag, path in (("--ssl-certfile", certfile), ("--ssl-keyfile", keyfile)):
+        if path is not None and not (Path(path).is_file() and os.access(path, os.R_OK)):
+            raise ConfigError(f"{flag} {path}: not a readable file")
+    return certfile, keyfile
 
 
 def _interrupt(signum, frame) -> None:
@@ -177,6 +216,11 @@ def run_web(args, *, console) -> int:
         verb = "does" if len(single_run) == 1 else "do"
         raise ConfigError(f"{', '.join(single_run)} {verb} not apply to --gradio: upload a "
                           "recording in the page's Video tab instead")
+    logins = [parse_login(text) for text in args.auth or ()]
+    if args.auth_file:
+        logins += read_auth_file(args.auth_file)
+    open_warning = check_exposure(args.host, logins, args.no_auth)
+    tls = check_tls(args.ssl_certfile, args.ssl_keyfile)
     config = dataclasses.replace(RunConfig.from_args(args), batch=1)
     engine = build_engine(config)
     notice = untrained_notice(engine)
@@ -184,8 +228,13 @@ def run_web(args, *, console) -> int:
         console.print(Panel(notice, style="bold red"))
     options = WebOptions(host=args.host, port=args.port, camera=args.camera,
                          max_upload_mb=args.max_upload_mb, smooth=args.smooth,
-                         hud=not args.no_hud)
-    console.print(f"SLSNet web demo on {engine.name}: open http://{args.host}:{args.port} "
-                  "(Ctrl-C stops it)")
+                         hud=not args.no_hud, logins=tuple(logins), open_warning=open_warning,
+                         ssl_certfile=tls[0], ssl_keyfile=tls[1])
+    if open_warning:
+        console.print(f"[bold red]warning:[/] {open_warning}")
+    scheme = "https" if tls[0] else "http"
+    login = f", {len(logins)} login(s)" if logins else ""
+    console.print(f"SLSNet web demo on {engine.name}: open {scheme}://{args.host}:{args.port}"
+                  f"{login} (Ctrl-C stops it)")
     serve(engine, options)
     return 0

@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -180,14 +181,17 @@ def demo_server(
     ]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(cmd, cwd=REPO, env=environ, stdout=sink, stderr=subprocess.STDOUT)
-    server = Server(f"http://127.0.0.1:{port}", proc, log)
+    tls = "--ssl-certfile" in args
+    server = Server(f"{'https' if tls else 'http'}://127.0.0.1:{port}", proc, log)
+    context = ssl._create_unverified_context() if tls else None  # a test's self-signed cert
     try:
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{server.output()}")
             try:
-                with urllib.request.urlopen(server.url + "/", timeout=2) as response:
+                with urllib.request.urlopen(server.url + "/", timeout=2,
+                                            context=context) as response:
                     if response.status == 200:
                         break
             except OSError:

@@ -183,13 +183,14 @@ def test_server_removes_its_files_when_stopped(tmp_path):
         except Exception:
             print(server.output())
             raise
-        jobs = list((tmp_path / "work").glob("slsnet-web-*/video-*"))
-        assert len(jobs) == 1
+        jobs = list((tmp_path / "gradio").glob("slsnet-web-cache-*/jobs/*/video-*"))
+        assert len(jobs) == 1  # in the visitor's folder inside the server's cache
         client.close()
         # when it is stopped with Ctrl-C
         assert stop_server(server.proc) == 0, server.output()
     # then neither its job folders nor the uploads and results in Gradio's cache are left
     assert list((tmp_path / "work").glob("slsnet-web-*")) == []
+    assert list((tmp_path / "gradio").glob("slsnet-web-cache-*")) == []
     assert [p for p in (tmp_path / "gradio").rglob("*") if p.is_file()] == []
 
 
