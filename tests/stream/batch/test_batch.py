@@ -6,8 +6,10 @@ frames, so each run costs the engine's start and little more.
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -188,3 +190,37 @@ def test_bad_flags_are_one_line(tmp_path, flags, message):
     done = run_module(str(tmp_path / "a.mp4"), "--out", str(tmp_path / "out"), *flags)
     assert done.returncode in (1, 2)
     assert message in done.stderr and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_ctrl_c_abandons_what_runs_and_the_next_run_redoes_it(tmp_path, workers):
+    # given: a run busy with long recordings
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    for name in ("a", "b", "c"):
+        write_clip(lib / f"{name}.mp4", frames=150)
+    out = tmp_path / "out"
+    args = [str(lib), "--out", str(out), "--outputs", "masks", "--workers", workers, *FAST]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "stream.batch", *args], env=env,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list((out / ".staging").glob("*/masks/*.png")):
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        # when
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    # then: nothing half-written in OUT, the report written, exit 130
+    assert proc.returncode == 130, err
+    assert "interrupted" in err and "Traceback" not in err
+    assert not any((out / key).exists() for key in ("a", "b", "c"))
+    assert (out / "summary.csv").is_file() and not (out / ".staging").exists()
+    # when: run again
+    again = run_module(*args, "--max-frames", "3")
+    # then
+    assert again.returncode == 0, again.stderr
+    assert all(result(out, k)["status"] == "ok" for k in ("a", "b", "c"))
