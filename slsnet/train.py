@@ -9,6 +9,7 @@ to continue exactly), ``best.pt`` (generator with the best val JSC), a line of `
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import signal
@@ -23,11 +24,12 @@ import torch
 from slsnet.card import parent_record
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
-from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input
+from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input, to_tensor
 from slsnet.device import describe, resolve_device
 from slsnet.evaluate import evaluate_arrays
 from slsnet.export import WeightsError, load_generator, save_generator
 from slsnet.gan import GANTrainer, Hyper
+from slsnet.generator import Generator
 from slsnet.run_files import (
     append_log,
     commit_checkpoint,
@@ -66,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="how a phase below the network's size makes its samples: the whole "
                    "image shrunk, or a window of the image at the network's size (the lesion "
                    "keeps its scale in pixels)")
+    g.add_argument("--bn-images", type=int, default=256, metavar="N",
+                   help="before each validation and save, measure BatchNorm statistics afresh on "
+                   "the first N training images, unaugmented, at the network's size (0: keep "
+                   "the running statistics of training)")
     g.add_argument("--train-eval", type=int, default=100, metavar="N",
                    help="score the first N training images (no augmentation) after every "
                    "epoch, for the learning curve next to val (0: off)")
@@ -155,8 +161,43 @@ def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.
     return images, [read_mask(p.mask) for p in pairs]
 
 
-def _shrunk(images: np.ndarray, size: int) -> np.ndarray:
+def _shrunk(images: np.ndarray | None, size: int) -> np.ndarray | None:
+    if images is None:
+        return None
     return np.stack([resize_to_input(im, size) for im in images])
+
+
+def calibrated(generator: Generator, images: np.ndarray | None, device: torch.device,
+               batch_size: int = 16) -> Generator:
+    """A copy of ``generator`` whose BatchNorm statistics are measured afresh on ``images``.
+
+    The running statistics that training keeps are a moving average over batches drawn while
+    the weights move; early in a run they can be far enough from the network's present state
+    that the evaluated (eval-mode) network outputs no lesion at all while its training-mode
+    output fits. Statistics recomputed on fixed images with the present weights (a cumulative
+    average, dropout off as in use) make what is scored and saved the network as it is now; no
+    random number is drawn, so training goes on exactly as without it. ``images`` ``None``: the
+    generator itself, unchanged.
+    """
+    if images is None:
+        return generator
+    model = copy.deepcopy(generator).eval()
+    norms = _norms(model)
+    for m in norms:  # batch statistics, summed with equal weight (momentum None), dropout off
+        m.reset_running_stats()
+        m.momentum = None
+        m.train()
+    with torch.no_grad():
+        for i in range(0, len(images), batch_size):
+            model(to_tensor(images[i : i + batch_size]).to(device))
+    for m, original in zip(norms, (n.momentum for n in _norms(generator)), strict=True):
+        m.momentum = original
+        m.eval()
+    return model
+
+
+def _norms(model: torch.nn.Module) -> list[torch.nn.Module]:
+    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
@@ -238,6 +279,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
     seen_images, seen_masks = (_val_arrays(data / "train", args.size, args.train_eval)
                                if args.train_eval else (None, None))
+    bn_images = (images[: args.bn_images] if images.shape[1] == args.size else
+                 _shrunk(images[: args.bn_images], args.size)) if args.bn_images else None
 
     def batches_for(phase: Phase) -> Batches:
         return Batches(images, masks, args.batch_size, rng, size=phase.size, zoom=args.zoom,
@@ -279,11 +322,14 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                 if not console.is_terminal and (i % 25 == 0 or i == len(batches)):
                     console.log(f"epoch {epoch} batch {i}/{len(batches)} {info}")
         train_s = time.perf_counter() - t0
-        val = evaluate_arrays(trainer.averaged, val_images, val_masks, device=device).mean()
+        model = calibrated(trainer.averaged, bn_images, device)  # what is scored and saved
+        val = evaluate_arrays(model, val_images, val_masks, device=device).mean()
         # below the shipped size, also the view the phase trains on: whether it learns there
-        at_size = (evaluate_arrays(trainer.averaged, _shrunk(val_images, phase.size), val_masks,
-                                   device=device).mean() if phase.size != args.size else None)
-        seen = (evaluate_arrays(trainer.averaged, seen_images, seen_masks, device=device).mean()
+        at_size = (evaluate_arrays(calibrated(trainer.averaged, _shrunk(bn_images, phase.size),
+                                              device), _shrunk(val_images, phase.size),
+                                   val_masks, device=device).mean()
+                   if phase.size != args.size else None)
+        seen = (evaluate_arrays(model, seen_images, seen_masks, device=device).mean()
                 if seen_images is not None else None)
         record = {
             "epoch": epoch,
@@ -303,12 +349,12 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             if val["jsc"] > best_jsc:
                 best_jsc = val["jsc"]
                 save_generator(
-                    trainer.averaged,
+                    model,
                     out / "best.pt",
                     meta={"epoch": epoch, "val": val, "args": vars(args)},
                 )
             save_generator(
-                trainer.averaged, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
+                model, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
             )
             # the log line first, then last.pt as the commit: after a crash between the two,
             # --resume drops the line of the epoch that last.pt does not hold

@@ -1,17 +1,21 @@
 """Multi-resolution schedules: parsing, phases run in order, resume inside a phase, samples."""
 
 import argparse
+import copy
 import json
 
 import numpy as np
 import pytest
+import torch
 from isic_runs import read_log, train
 
 from slsnet import load_generator
 from slsnet.card import main as card_main
-from slsnet.data import Batches
+from slsnet.config import SLSNetConfig
+from slsnet.data import Batches, to_tensor
+from slsnet.generator import build_generator
 from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
-from slsnet.train import learning_rate
+from slsnet.train import calibrated, learning_rate
 from slsnet.train_bench import main as bench_main
 
 
@@ -136,3 +140,44 @@ def test_learning_rate_warms_up_then_follows_the_cosine_over_the_rest():
     assert rates[10] == pytest.approx(1e-3)  # the cosine starts at the top after the warm-up
     assert rates[55] == pytest.approx(5e-4, rel=0.05) and rates[99] < 1e-5
     assert learning_rate(args, 50, 100) == pytest.approx(5e-4)  # no warm-up: as before
+
+
+def test_calibrated_statistics_are_the_present_network_s_own():
+    # given: a network whose running statistics are far from its present state
+    torch.manual_seed(0)
+    generator = build_generator(config=SLSNetConfig(input_size=32)).eval()
+    for m in generator.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(3.0)
+    before = {k: v.clone() for k, v in generator.state_dict().items()}
+    images = np.random.default_rng(0).integers(0, 256, (8, 32, 32, 3), dtype=np.uint8)
+    rng_before = torch.random.get_rng_state()
+    # when: statistics measured on one batch of the images
+    model = calibrated(generator, images, torch.device("cpu"), batch_size=8)
+    # then: every BatchNorm holds the mean and (unbiased) variance of what reaches it when the
+    # present network runs on the batch's own statistics, dropout off
+    probe = copy.deepcopy(generator).eval()
+    seen = {}
+    for n, m in probe.named_modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.train()
+            m.register_forward_hook(lambda m, i, o, n=n: seen.__setitem__(n, i[0]))
+    with torch.no_grad():
+        probe(to_tensor(images))
+    norms = dict(model.named_modules())
+    assert len(seen) > 10
+    for name, x in seen.items():
+        mean, var = x.mean((0, 2, 3)), x.var((0, 2, 3), unbiased=True)
+        # float32 sums of n terms in different orders (and one pass against two for the
+        # variance): within n·eps of the largest term, far from the stale 3.0
+        n = x.numel() // x.shape[1]
+        bound = n * torch.finfo(torch.float32).eps
+        torch.testing.assert_close(norms[name].running_mean, mean, rtol=0,
+                                   atol=bound * x.abs().max().item())
+        torch.testing.assert_close(norms[name].running_var, var, rtol=0,
+                                   atol=bound * (x ** 2).max().item())
+        assert (norms[name].running_mean - 3.0).abs().min() > 100 * bound * x.abs().max()
+    # and the original network, its statistics and the random number stream are untouched
+    assert torch.equal(torch.random.get_rng_state(), rng_before)
+    assert all(torch.equal(v, generator.state_dict()[k]) for k, v in before.items())
+    assert not model.training and calibrated(generator, None, torch.device("cpu")) is generator
