@@ -63,7 +63,7 @@ class History:
     """The last ``size`` values in a preallocated float32 ring: 4 bytes a sample.
 
     A deque of Python floats costs ~32 bytes a sample: 60 MB for 200 000 frames of 8 stages,
-    which a GPU reaches within a 30-minute session; this holds the same in 6 MB.
+    which a GPU reaches within 30 minutes of video; this holds the same in 6 MB.
     """
 
     def __init__(self, size: int) -> None:
