@@ -22,14 +22,30 @@ from stream.web.live import browser_frame, server_camera
 CACHE_SWEEP_S, CACHE_AGE_S = 60, 600
 PREVIEW_HEIGHT = 360  # px, the height of the video panes
 CSS = "#live-readout {font-family: ui-monospace, monospace; font-size: 0.9em}"
+NOT_A_DEVICE = ("A research tool, **not a medical device**: its masks are not a diagnosis and "
+                "must not guide treatment.")
+SMOOTHING_INFO = ("how masks carry over between frames. auto: keyframe for a live camera on the "
+                  "CPU (the network on some frames, optical flow between), flow otherwise; "
+                  "off: every frame on its own")
+THRESHOLD_INFO = "lesion probability above which a pixel is lesion (lower: larger masks)"
 
 
-def user_errors(fn):
+def user_errors(fn, problems: dict[str, str] | None = None):
     """Turn the errors a user can fix into a message in the page (``gr.Error``).
 
-    Generator functions stay generators, so that Gradio still streams what they yield.
+    The message is also kept in ``problems`` under the page's session (when ``fn`` takes a
+    ``gr.Request``), for the line that stays in the page (:func:`problem_line`). Refusals print
+    no traceback on the server's console. Generator functions stay generators, so that Gradio
+    still streams what they yield.
     """
     target = fn.func if isinstance(fn, functools.partial) else fn
+
+    def refuse(exc: StreamError, args, kwargs) -> gr.Error:
+        request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
+        if problems is not None and request is not None and request.session_hash:
+            problems[request.session_hash] = str(exc)
+        return gr.Error(str(exc), print_exception=False)
+
     if inspect.isgeneratorfunction(target):
 
         @functools.wraps(fn)
@@ -37,7 +53,7 @@ def user_errors(fn):
             try:
                 yield from fn(*args, **kwargs)
             except StreamError as exc:
-                raise gr.Error(str(exc)) from None
+                raise refuse(exc, args, kwargs) from None
 
         return streaming
 
@@ -46,22 +62,38 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except StreamError as exc:
-            raise gr.Error(str(exc)) from None
+            raise refuse(exc, args, kwargs) from None
 
     return wrapper
+
+
+def problem_line(event, line: gr.Markdown, problems: dict[str, str]) -> None:
+    """Keep the reason of a failed run in ``line`` (the pop-up vanishes); clear it on success."""
+    def failed(request: gr.Request) -> str:
+        reason = problems.pop(request.session_hash, None) or "the run failed"
+        return f"⚠ **Not done:** {reason}"
+
+    event.failure(failed, outputs=line, api_visibility="private", show_progress="hidden")
+    event.success(lambda: "", outputs=line, api_visibility="private", show_progress="hidden")
 
 
 def header(runtime) -> str:
     """The line under the title: model, device, and the random-weights warning."""
     engine = runtime.engine
     text = (f"# SLSNet live — skin lesion segmentation\n"
-            f"Model: SLSNet generator, {engine.size}×{engine.size} input, **{engine.name}**.")
+            f"Model: SLSNet generator, {engine.size}×{engine.size} input, **{engine.name}**. "
+            f"Pick a tab: **Live** for a camera, **Video** for a recording, **Image** for a "
+            f"photo.  \n{NOT_A_DEVICE}")
     if runtime.weights_note:
         text += f"\n\n<h3 style='color:#c00'>⚠ {runtime.weights_note}</h3>"
     if runtime.options.open_warning:
         text += (f"\n\n<div id='open-warning' style='background:#c00;color:#fff;padding:0.6em;"
                  f"font-weight:bold'>⚠ {runtime.options.open_warning}</div>")
     return text
+
+
+LIVE_IDLE = ("**Not streaming.** Click the camera pane to allow the webcam, then press the "
+             "record button under it; press stop to end. Settings apply from the next frame.")
 
 
 def live_tab(runtime) -> None:
@@ -77,11 +109,13 @@ def live_tab(runtime) -> None:
                           format="jpeg", interactive=False, height=PREVIEW_HEIGHT)
     with gr.Row():
         smooth = gr.Dropdown(list(CHOICES), value=options.smooth, label="Smoothing",
-                             elem_id="live-smooth")
+                             info=SMOOTHING_INFO, elem_id="live-smooth")
         threshold = gr.Slider(0.05, 0.95, value=runtime.engine.threshold, step=0.05,
-                              label="Threshold", elem_id="live-threshold")
-        hud = gr.Checkbox(value=options.hud, label="HUD in the frame", elem_id="live-hud")
-    readout = gr.Markdown("Press **Record** to stream your camera.", elem_id="live-readout")
+                              label="Threshold", info=THRESHOLD_INFO, elem_id="live-threshold")
+        hud = gr.Checkbox(value=options.hud, label="HUD in the frame",
+                          info="speed and settings drawn into the returned frames",
+                          elem_id="live-hud")
+    readout = gr.Markdown(LIVE_IDLE, elem_id="live-readout")
     session = gr.State(None)
     camera.stream(
         functools.partial(browser_frame, runtime=runtime),
@@ -97,30 +131,43 @@ def live_tab(runtime) -> None:
 
 def video_tab(runtime) -> None:
     """A recording run through the file pipeline of ``demo.py``."""
-    def run_video(upload, smooth, request: gr.Request, progress=gr.Progress()):  # noqa: B008
-        return segment_video(upload, smooth, progress, runtime=runtime,
+    def run_video(upload, smooth, threshold, hud, request: gr.Request,
+                  progress=gr.Progress()):  # noqa: B008 - Gradio's idiom
+        return segment_video(upload, smooth, progress, threshold, hud, runtime=runtime,
                              owner=runtime.visitors.owner(request))
 
+    gr.Markdown("Upload a recording (MP4, MKV, MOV, AVI, …) and press **Segment video**: every "
+                "frame goes through the network as in `demo.py --video`. Photos go in the "
+                "**Image** tab.", elem_id="video-guide")
     with gr.Row():
         with gr.Column():
             upload = gr.File(label="Recording (MP4, MKV, MOV, AVI, …)", elem_id="video-upload")
             smooth = gr.Dropdown(list(CHOICES), value=runtime.options.smooth, label="Smoothing",
-                                 elem_id="video-smooth")
+                                 info=SMOOTHING_INFO, elem_id="video-smooth")
+            threshold = gr.Slider(0.05, 0.95, value=runtime.engine.threshold, step=0.05,
+                                  label="Threshold", info=THRESHOLD_INFO,
+                                  elem_id="video-threshold")
+            hud = gr.Checkbox(value=runtime.options.hud, label="HUD in the masked video",
+                              info="speed and settings drawn into the top-left corner",
+                              elem_id="video-hud")
             run = gr.Button("Segment video", variant="primary", elem_id="video-run")
-            summary = gr.Dataframe(headers=["", "value"], label="Summary", elem_id="video-summary",
-                                   interactive=False, wrap=True)
+            problem = gr.Markdown(elem_id="video-problem")
         with gr.Column():
             video = gr.Video(label="Masked video", elem_id="video-output", interactive=False,
                              height=PREVIEW_HEIGHT)
+            summary = gr.Dataframe(headers=["measure", "value"], label="Summary",
+                                   elem_id="video-summary", interactive=False, wrap=True,
+                                   column_widths=["35%", "65%"])
             masks = gr.File(label="Mask PNGs (zip)", elem_id="video-masks")
             table = gr.File(label="Per-frame CSV", elem_id="video-csv")
-    run.click(
-        user_errors(run_video),
-        inputs=[upload, smooth],
+    event = run.click(
+        user_errors(run_video, runtime.problems),
+        inputs=[upload, smooth, threshold, hud],
         outputs=[video, masks, table, summary],
         api_name="segment_video",
         concurrency_limit=1,  # a file job takes the CPU; the next waits in the queue
     )
+    problem_line(event, problem, runtime.problems)
 
 
 def image_tab(runtime) -> None:
@@ -129,25 +176,30 @@ def image_tab(runtime) -> None:
         return segment_image(photo, threshold, runtime=runtime,
                              owner=runtime.visitors.owner(request))
 
+    gr.Markdown("Upload or paste a dermoscopic photo and press **Segment image**: the overlay, "
+                "the mask at the photo's size and the lesion area.", elem_id="image-guide")
     with gr.Row():
         with gr.Column():
             photo = gr.Image(label="Dermoscopic photo", sources=["upload", "clipboard"],
                              type="filepath", elem_id="image-input", height=PREVIEW_HEIGHT)
             threshold = gr.Slider(0.05, 0.95, value=runtime.engine.threshold, step=0.05,
-                                  label="Threshold", elem_id="image-threshold")
+                                  label="Threshold", info=THRESHOLD_INFO,
+                                  elem_id="image-threshold")
             run = gr.Button("Segment image", variant="primary", elem_id="image-run")
+            problem = gr.Markdown(elem_id="image-problem")
         with gr.Column():
             overlay = gr.Image(label="Overlay", elem_id="image-overlay", interactive=False,
                                format="png", height=PREVIEW_HEIGHT)
             mask = gr.File(label="Mask PNG (0/255)", elem_id="image-mask")
             area = gr.Markdown(elem_id="image-area")
-    run.click(
-        user_errors(run_image),
+    event = run.click(
+        user_errors(run_image, runtime.problems),
         inputs=[photo, threshold],
         outputs=[overlay, mask, area],
         api_name="segment_image",
         preprocess=False,  # the handler decodes and checks the upload itself
     )
+    problem_line(event, problem, runtime.problems)
 
 
 def server_camera_tab(runtime) -> None:

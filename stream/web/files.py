@@ -21,7 +21,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.assembly import Outputs, RunConfig, build_pipeline, open_input, open_outputs
+from stream.assembly import (
+    Outputs,
+    RunConfig,
+    build_pipeline,
+    build_segmenter,
+    open_input,
+    open_outputs,
+)
+from stream.engines import NET_STAGES
 from stream.errors import StreamError, UploadError
 from stream.frame import Frame
 from stream.outputs import Renderer, mask_255
@@ -103,6 +111,21 @@ def upload_path(value, *, what: str, max_bytes: int) -> Path:
         raise UploadError(f"the uploaded file {display_name(path)} is {size / 2**20:.0f} MB; "
                           f"the limit is {max_bytes / 2**20:.0f} MB")
     return path
+
+
+# The first bytes of still-image files, which FFmpeg would open as a one-frame "video".
+IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"BM", b"II*\x00", b"MM\x00*", b"GIF8")
+
+
+def still_image_kind(path: Path) -> str | None:
+    """"PNG", "JPEG", … when ``path`` holds a still image whatever its name, else None."""
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WebP"
+    names = ("PNG", "JPEG", "BMP", "TIFF", "TIFF", "GIF")
+    return next((name for magic, name in zip(IMAGE_MAGIC, names, strict=True)
+                 if head.startswith(magic)), None)
 
 
 def display_name(path: Path) -> str:
@@ -199,7 +222,8 @@ def segment_image(
     return str(overlay_png), str(mask_png), text
 
 
-def segment_video(upload, smooth: str = "off", progress=None, *, runtime, owner: str = ANONYMOUS):
+def segment_video(upload, smooth: str = "off", progress=None, threshold: float | None = None,
+                  hud: bool = True, *, runtime, owner: str = ANONYMOUS):
     """The Video tab: a recording through the file pipeline of ``demo.py``.
 
     The same :class:`~stream.pipeline.Pipeline`, source and sinks as ``demo.py --video F
@@ -209,6 +233,8 @@ def segment_video(upload, smooth: str = "off", progress=None, *, runtime, owner:
         upload: the uploaded file's path.
         smooth: smoothing mode.
         progress: Gradio's progress tracker (``gr.Progress``), or None.
+        threshold: probability above which a pixel is lesion (None: the network's).
+        hud: whether to draw the HUD into the masked video.
         runtime: the process's :class:`stream.web.runtime.Runtime`.
         owner: the visitor the results belong to (:mod:`stream.web.access`).
 
@@ -220,18 +246,23 @@ def segment_video(upload, smooth: str = "off", progress=None, *, runtime, owner:
             while decoding (the message names the file as uploaded).
     """
     path = upload_path(upload, what="video", max_bytes=runtime.options.max_upload_mb * 2**20)
+    kind = still_image_kind(path)
+    if kind is not None:
+        raise UploadError(f"{path.name} is a still {kind} image, not a video: segment it in the "
+                          "Image tab")
     try:
-        return _run_video(path, smooth, progress, runtime, owner)
+        return _run_video(path, smooth, progress, runtime, owner, threshold=threshold, hud=hud)
     except StreamError as exc:  # the page names the file as the user knows it
         raise UploadError(str(exc).replace(str(path), path.name)) from None
 
 
-def _run_video(path: Path, smooth: str, progress, runtime, owner: str):
+def _run_video(path: Path, smooth: str, progress, runtime, owner: str, *,
+               threshold: float | None, hud: bool):
     engine = runtime.shared
     job = runtime.jobs.new("video", owner)
     stem = safe_stem(path.name, "video")
     # the run exactly as demo.py --video F --output O --mask-dir D --csv C wires it
-    config = RunConfig(device=engine.device, source=str(path), smooth=smooth,
+    config = RunConfig(device=engine.device, source=str(path), smooth=smooth, hud=hud,
                        outputs=Outputs(video=job / f"{stem}_masked.mp4", mask_dir=job / "masks",
                                        csv=job / f"{stem}_frames.csv"))
     source = open_input(config)  # SourceError: not a video, no video stream, unreadable
@@ -240,7 +271,8 @@ def _run_video(path: Path, smooth: str, progress, runtime, owner: str):
     except BaseException:
         source.close()
         raise
-    pipeline = build_pipeline(config, source, engine, sinks=sinks)
+    segmenter = build_segmenter(config, engine, source.info, threshold=threshold)
+    pipeline = build_pipeline(config, source, engine, sinks=sinks, segmenter=segmenter)
     smoother = pipeline.smoother
     outputs = {"output": config.outputs.video, "mask_dir": config.outputs.mask_dir,
                "csv_path": config.outputs.csv}
@@ -257,15 +289,22 @@ def _run_video(path: Path, smooth: str, progress, runtime, owner: str):
         raise UploadError(f"{path.name} has no video frames that could be decoded")
     masks_zip = zip_dir(outputs["mask_dir"], job / f"{stem}_masks.zip")
     shutil.rmtree(outputs["mask_dir"], ignore_errors=True)
+    fps = source.info.fps
     rows = [
         ["input", f"{path.name}: {source.info.size_wh[0]}×{source.info.size_wh[1]}, "
-                  f"{source.info.fps:.2f} fps"],
+                  f"{fps:.2f} fps"],
         ["frames", f"{summary.frames_out} written of {summary.frames_in} decoded"],
-        ["speed", f"{summary.fps:.1f} fps on {summary.device}, wall {summary.wall_s:.1f} s"],
-        ["smoothing", smoother.mode + (f" ({smooth})" if smooth != smoother.mode else "")],
+        # a file is not a camera: how fast it was processed, not live latency or capture rate
+        ["processing speed", f"{summary.fps:.1f} frames/s on {summary.device}"
+         + (f" ({summary.fps / fps:.2f}× the video's rate)" if fps else "")
+         + f", {summary.wall_s:.1f} s in all"],
+        ["smoothing", smoother.mode + (f" (chosen by {smooth})" if smooth != smoother.mode
+                                       else "")],
+        ["threshold", f"{smoother.threshold:.2f}"],
     ]
-    for stage, (p50, p95, _) in summary.latency.items():
-        rows.append([f"{stage} latency", f"p50 {p50:.1f} ms, p95 {p95:.1f} ms"])
+    net = [summary.latency[s][0] for s in NET_STAGES if s in summary.latency]
+    if net:
+        rows.append(["network time per frame", f"p50 {sum(net):.1f} ms"])
     rows += [[k, v] for k, v in area_summary(csv_rows(outputs["csv_path"])).items()]
     if runtime.weights_note:
         rows.append(["warning", runtime.weights_note])

@@ -103,6 +103,7 @@ class Runtime:
         self.cache = cache  # Gradio's cache folder (serve() makes it); results are written in it
         self.jobs = JobDirs(cache / "jobs" if cache is not None else None)
         self.visitors = Visitors(self.jobs.root)
+        self.problems: dict[str, str] = {}  # a page's last refusal, for the line that stays
         self.camera = ServerCamera(self, options.camera) if options.camera is not None else None
         self.weights_note = (
             f"{UNTRAINED_WARNING}: no trained weights were found, so the masks are meaningless "

@@ -104,6 +104,48 @@ def test_video_tab_gives_what_the_file_mode_gives(client, clip, file_mode, work)
     values = dict((row[0], row[1]) for row in summary["data"])
     assert values["frames"] == f"{FRAMES} written of {FRAMES} decoded"
     assert "lesion area, mean" in values
+    # in a file's terms: how fast it was processed, no live latency or capture rate
+    assert summary["headers"] == ["measure", "value"]
+    assert "processing speed" in values and "network time per frame" in values
+    assert not [k for k in values if "latency" in k or "capture" in k]
+
+
+@pytest.mark.timeout(180, func_only=True)
+def test_video_tab_threshold_and_hud_switch_apply(client, clip, file_mode):
+    # when the clip is segmented at a high threshold without the HUD
+    video, masks_zip, _, summary = call(client, gradio_client.handle_file(str(clip.path)),
+                                        "off", 0.95, False, api_name="/segment_video")
+    values = dict((row[0], row[1]) for row in summary["data"])
+    # then the summary and the masks follow the threshold: no larger than at the default
+    assert values["threshold"] == "0.95"
+    with zipfile.ZipFile(masks_zip) as zf:
+        high = sum(int(np.count_nonzero(cv2.imdecode(np.frombuffer(zf.read(n), np.uint8), 0)))
+                   for n in zf.namelist())
+    default = sum(int(np.count_nonzero(cv2.imread(str(m), 0)))
+                  for m in sorted((file_mode / "masks").glob("*.png")))
+    assert high <= default
+    # and no HUD is drawn: the first frame's top-left corner is the clip's, as without a HUD
+    video_path = video["video"] if isinstance(video, dict) else video
+    from support.media import decode_video
+
+    ((_, first),) = decode_video(video_path)[:1]
+    ((_, hud_first),) = decode_video(file_mode / "masked.mp4")[:1]
+    corner = (slice(0, 40), slice(0, 120))
+    assert np.abs(first[corner].astype(int) - hud_first[corner].astype(int)).mean() > 1.0
+
+
+@pytest.mark.timeout(120, func_only=True)
+def test_a_photo_named_mp4_is_sent_to_the_image_tab_without_a_traceback(client, server, work):
+    # given a PNG photo renamed .mp4
+    image_path, _ = isic_pair(0)
+    fake = work / "photo.mp4"
+    fake.write_bytes(cv2.imencode(".png", cv2.imread(str(image_path)))[1].tobytes())
+    # when it is uploaded to the Video tab
+    message = app_error(client, gradio_client.handle_file(str(fake)), "off",
+                        api_name="/segment_video")
+    # then it is refused with a pointer to the Image tab, and the console shows no traceback
+    assert "photo.mp4 is a still PNG image, not a video" in message and "Image tab" in message
+    assert "Traceback" not in server.output()
 
 
 @pytest.mark.timeout(60, func_only=True)

@@ -270,3 +270,29 @@ def test_a_bad_upload_shows_a_message_in_the_page(page, work):
     toast = wait_for(page, css(".toast-body"), timeout=45, what="an error message")
     assert "notes.mp4 is not a video" in toast.text
     assert str(work) not in toast.text  # no server paths in the page
+    # and the reason stays in the page after the pop-up is gone
+    wait_for(page, lambda d: "notes.mp4 is not a video" in text_of(d, "#video-problem"),
+             timeout=30, what="the reason in the page")
+    wait_for(page, lambda d: not d.find_elements("css selector", ".toast-body"), timeout=40,
+             what="the pop-up to go")
+    assert "notes.mp4 is not a video" in text_of(page, "#video-problem")
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_an_empty_click_says_what_to_do_in_the_page(page):
+    # given the Image tab of a fresh page, with nothing uploaded
+    page.refresh()
+    wait_for(page, css("#header"), timeout=60, what="the page")
+    open_tab(page, "Image")
+    # when Segment is pressed
+    page.find_element("css selector", "#image-run").click()
+    # then a line in the page says to choose a file first
+    wait_for(page, lambda d: "choose a file first" in text_of(d, "#image-problem"), timeout=45,
+             what="the reason in the page")
+
+
+def test_the_page_explains_itself(page):
+    text = text_of(page, "#header")
+    assert "not a medical device" in text
+    open_tab(page, "Live")
+    assert "keyframe" in text_of(page, "#live-smooth")  # what auto means, next to the control
