@@ -30,7 +30,14 @@ from stream.batch.plan import (
     weights_digest,
 )
 from stream.batch.report import load_results, write_html, write_summary
-from stream.batch.runners import InlineSlot, ProcessSlot, RaySlot, connect_ray, dispatch
+from stream.batch.runners import (
+    InlineSlot,
+    ProcessSlot,
+    RaySlot,
+    check_address,
+    connect_ray,
+    dispatch,
+)
 from stream.engines import DEVICES, PRECISIONS, RUNTIMES, default_threads, resolve_device
 from stream.engines.base import find_default_weights
 from stream.errors import ConfigError, StreamError
@@ -193,6 +200,7 @@ def run(args, *, console: Console) -> int:
         StreamError: a user error (one line).
     """
     interrupts.check()
+    check_address(args.address)
     options = plan_options(args, ray=args.address != "none")
     recordings = find_recordings(args.inputs, args.pattern)
     if not recordings:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import socket
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -119,6 +120,26 @@ class ProcessSlot:
             self._proc.terminate()
             self._proc.join(STOP_S)
         self._conn.close()
+
+
+def check_address(address: str) -> None:
+    """Refuse a malformed ``--address``, or a ``HOST:PORT`` where nothing listens.
+
+    Ray itself would retry an unreachable address for ever, logging every few seconds.
+
+    Raises:
+        ConfigError: with one line saying which.
+    """
+    if address in ("none", "local", "auto") or address.startswith("ray://"):
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f"--address {address!r}: expected none, local, auto or HOST:PORT")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise ConfigError(f"cannot reach the Ray cluster at {address}: "
+                          f"{exc.strerror or exc}") from None
 
 
 def ray_runtime_env() -> dict:

@@ -184,6 +184,8 @@ def test_retries_run_out_into_a_failed_row(tmp_path, monkeypatch):
     (["--address", "none", "--gpus-per-recording", "1"], "--gpus-per-recording is for Ray"),
     (["--outputs", "video,gif"], "unknown output gif"),
     (["--weights", "missing.pt"], "weights missing.pt: no such file"),
+    (["--address", "127.0.0.1:1"], "cannot reach the Ray cluster at 127.0.0.1:1"),
+    (["--address", "nowhere"], "expected none, local, auto or HOST:PORT"),
 ])
 def test_bad_flags_are_one_line(tmp_path, flags, message):
     write_clip(tmp_path / "a.mp4", frames=2)
