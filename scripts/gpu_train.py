@@ -36,10 +36,10 @@ MAIN_ARGS = ["--batch-size", str(MAIN_BATCH), "--lr", "2e-3"]  # sqrt scaling fr
 # Comparisons, each pair at equal cost on a 2-core CPU (images/s at batch 8, 2 threads, idle
 # EPYC: sup 26 at 64 and 4.8 at 128, gan 18 at 64 and 3.3 at 128):
 COMPARISONS = {
-    # item 2: how a 64-pixel sample is made, same schedule and so the same CPU time
+    # how a 64-pixel sample is made: the same schedule, and so the same CPU time
     "shrink": ["--schedule", "64:12:sup,128:2:sup", "--low-res", "shrink"],
     "crop": ["--schedule", "64:12:sup,128:2:sup", "--low-res", "crop"],
-    # item 3: supervised warm-up then the game (12/26 + 2/4.8 + 2/3.3 = 1.48 CPU units) vs
+    # a supervised warm-up, then the game (12/26 + 2/4.8 + 2/3.3 = 1.48 CPU units) vs
     # the game from the first step with the same share at 64 (8/18 + 3/3.3 = 1.35, one fewer
     # 128 epoch would be 1.05)
     "warmup_gan": ["--schedule", "64:12:sup,128:2:sup,128:2:gan", "--low-res", "shrink"],

@@ -228,7 +228,7 @@ def environment(device: torch.device) -> dict:
 
 
 def targets(rows: list[Row]) -> list[dict]:
-    """The issue's GPU targets, checked against this run's rows (only those that were measured)."""
+    """The GPU targets (docs/benchmarks.md), checked against this run's rows (those measured)."""
     def find(section, name, mode, batch=1):
         return next((r for r in rows if r.section == section and r.name.startswith(name)
                      and r.mode == mode and r.batch == batch and r.p50_ms is not None), None)
