@@ -6,7 +6,7 @@ one; :mod:`stream.engine_onnx` exports and caches its own.
 The exported graph computes exactly what the torch generator does, with one change of form:
 every :class:`~slsnet.blocks.PAM` attends on its unpadded queries and keys instead of the
 zero-padded fused call, which on the CPU only multiplies the QKᵀ work. Two forms
-(:data:`ATTENTIONS`; docs/benchmarks.md, "The network alone on the CPU"):
+(:data:`ATTENTIONS`; docs/benchmarks.md, "Speed on the CPU"):
 
 - ``"ort"`` (default): one ``com.microsoft.MultiHeadAttention`` node per PAM (1 head,
   ``scale`` 1), which ONNX Runtime's CPU provider runs as a tiled flash attention that never

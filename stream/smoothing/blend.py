@@ -185,7 +185,7 @@ class FlowSmoother(Ema):
         **options,
     ):
         # Motion no longer argues against a long memory once the history moves with the scene:
-        # these defaults were chosen on the temporal benchmark (docs/benchmarks.md).
+        # these defaults were chosen on the temporal benchmark (docs/history.md).
         for key, value in FLOW_DEFAULTS.items():
             options.setdefault(key, value)
         sigma = options.pop("sigma")

@@ -24,7 +24,7 @@ from stream.smoothing.optical_flow import compose, identity_map, remap
 # floor 0.5: at a keyframe a confident network output that contradicts the carried mask only
 # meets it halfway, and hysteresis keeps the old side until a second keyframe agrees; with 0.3
 # every keyframe snapped to the network and fast pans flickered more than with no smoothing
-# (chosen on training-image clips of the temporal benchmark, docs/benchmarks.md)
+# (chosen on training-image clips of the temporal benchmark, docs/history.md)
 KEYFRAME_DEFAULTS = {"history": 0.8, "floor": 0.5, "hysteresis": 0.1, "sigma": 30.0}
 
 
