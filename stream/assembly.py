@@ -167,6 +167,18 @@ def open_outputs(config: RunConfig, info: SourceInfo) -> list:
                       csv_path=out.csv)
 
 
+def release(source: Source, segmenter: Segmenter | None, sinks: list) -> None:
+    """Close what a run opened before its pipeline took it over (a start-up failure, Ctrl-C).
+
+    Outputs that got no frame are removed.
+    """
+    source.close()
+    if segmenter is not None:
+        segmenter.close()
+    for sink in sinks:
+        sink.discard()
+
+
 def is_live(config: RunConfig, info: SourceInfo) -> bool:
     """Frames may not wait: a camera, or a file played in real time (it drops like one)."""
     return info.live or config.realtime

@@ -29,6 +29,7 @@ from stream.assembly import (
     build_segmenter,
     open_input,
     open_outputs,
+    release,
     untrained_notice,
 )
 from stream.engines import DEFAULT_WEIGHTS, DEVICES, PRECISIONS, RUNTIMES, default_threads
@@ -230,11 +231,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
                 console.print(f"[yellow]warning:[/] {note}")
         interrupts.check()  # pressed while the engine was built: nothing written yet
     except BaseException:
-        source.close()
-        if segmenter is not None:
-            segmenter.close()
-        for sink in sinks:
-            sink.discard()
+        release(source, segmenter, sinks)
         raise
     pipeline = build_pipeline(config, source, engine, sinks=sinks, window=window,
                               segmenter=segmenter, fault=fault)

@@ -30,6 +30,7 @@ from stream.assembly import (
     build_segmenter,
     open_input,
     open_outputs,
+    release,
 )
 from stream.batch.plan import RESULT, STAGING, Options, Recording, commit
 from stream.faults import Fault
@@ -172,11 +173,7 @@ class Worker:
             recorder.open(source.info)
             sinks.append(recorder)
         except BaseException:
-            source.close()
-            if segmenter is not None:
-                segmenter.close()
-            for sink in sinks:
-                sink.discard()
+            release(source, segmenter, sinks)
             raise
         pipeline = build_pipeline(config, source, engine, sinks=sinks, segmenter=segmenter,
                                   fault=fault)
