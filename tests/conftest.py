@@ -2,7 +2,7 @@ import os
 
 import pytest
 import torch
-from isic_runs import ISIC, copy_split, train
+from support.isic_runs import ISIC, copy_split, train
 
 # The machines that run these tests have 2 cores and run other work; one thread each keeps
 # the suite predictable.

@@ -18,7 +18,7 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from isic_runs import ISIC, copy_split
+from support.isic_runs import ISIC, copy_split
 from support.media import write_clip
 
 from slsnet.export import SHIPPED_NAME, shipped_weights

@@ -31,7 +31,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from isic_runs import ISIC
+
+from support.isic_runs import ISIC
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = Path(os.environ.get("SLSNET_CHROMIUM", "/usr/bin/chromium"))

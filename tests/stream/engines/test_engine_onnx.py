@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from isic_runs import ISIC
+from support.isic_runs import ISIC
 from support.media import write_clip
 from support.nets import open_gates
 

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from isic_runs import read_log, train
+from support.isic_runs import read_log, train
 
 import slsnet.train
 from slsnet import load_generator
@@ -66,7 +66,7 @@ def test_sigterm_stops_training_cleanly_and_the_run_resumes(tiny_isic, tmp_path)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "slsnet.train", "--data", str(tiny_isic), "--out", str(out),
            "--size", "64", "--batch-size", "2", "--device", "cpu", "--epochs", "100"]
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(root)})
     try:

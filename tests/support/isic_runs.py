@@ -12,7 +12,7 @@ from slsnet.train import main as train_main
 
 # The ISIC 2017 copy beside the repository (../shared/data/isic2017), or $SLSNET_DATA.
 ISIC = Path(os.environ.get("SLSNET_DATA",
-                           Path(__file__).resolve().parents[2] / "shared" / "data" / "isic2017"))
+                           Path(__file__).resolve().parents[3] / "shared" / "data" / "isic2017"))
 
 
 def copy_split(src: Path, dst: Path, n: int) -> None:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from isic_runs import read_log, train
+from support.isic_runs import read_log, train
 
 from slsnet import load_generator
 from slsnet.card import main as card_main
