@@ -185,7 +185,8 @@ def is_live(config: RunConfig, info: SourceInfo) -> bool:
 
 
 def build_segmenter(config: RunConfig, engine: Engine, info: SourceInfo, *,
-                    threshold: float | None = None, fault: Fault | None = None) -> Segmenter:
+                    threshold: float | None = None, fault: Fault | None = None,
+                    renderer: Renderer | None = None) -> Segmenter:
     """The per-frame step of a run: the smoother for ``config.smooth`` and a renderer.
 
     A live source's keyframe network runs on its own thread; files stay deterministic.
@@ -196,9 +197,11 @@ def build_segmenter(config: RunConfig, engine: Engine, info: SourceInfo, *,
         info: the source's stream.
         threshold: probability above which a pixel is lesion (None: the network's).
         fault: a failure to inject into a stage (tests).
+        renderer: the caller's renderer (None: the live HUD as ``config.hud`` says).
     """
     live = is_live(config, info)
-    renderer = Renderer(device=engine.name, untrained=engine.untrained, hud=config.hud)
+    if renderer is None:
+        renderer = Renderer(device=engine.name, untrained=engine.untrained, hud=config.hud)
     return Segmenter.build(engine, config.smooth, live=live, fps=info.fps, threshold=threshold,
                            threaded=live, renderer=renderer, fault=fault)
 

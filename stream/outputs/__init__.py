@@ -7,7 +7,7 @@ window and the :class:`Controls` it drives), ``base`` (what every sink shares).
 
 from stream.outputs.base import PtsClock, Sink
 from stream.outputs.files import CsvSink, MaskDirSink, lesion_stats, open_sinks
-from stream.outputs.render import Renderer, hud_lines, smoothing_text
+from stream.outputs.render import Renderer, file_hud_lines, hud_lines, smoothing_text
 from stream.outputs.video import MaskVideoSink, VideoSink, mask_255
 from stream.outputs.window import Controls, WindowSink, display_problem
 
@@ -22,6 +22,7 @@ __all__ = [
     "VideoSink",
     "WindowSink",
     "display_problem",
+    "file_hud_lines",
     "hud_lines",
     "lesion_stats",
     "mask_255",

@@ -4,6 +4,10 @@ The HUD shows what an operator needs to trust the picture: capture and processed
 end-to-end and per-stage latency (p50/p95 over the last frames), dropped frames, the device,
 and, in red, ``UNTRAINED WEIGHTS`` when the network has random weights. Text size follows the
 frame height so that the HUD reads the same on 160×120 and 1920×1080.
+
+A recording processed offline has no camera and no viewer waiting: its HUD
+(:func:`file_hud_lines`, ``Renderer(offline_fps=...)``) says how fast the file was processed
+against the video's own rate and how long the network took per frame, in smaller text.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import time
 import cv2
 import numpy as np
 
+from stream.engines.base import NET_STAGES
 from stream.frame import Frame
 from stream.stats import E2E, Snapshot
 
@@ -93,10 +98,41 @@ def hud_lines(snapshot: Snapshot, *, device: str, untrained: bool, status: str |
     return lines
 
 
-def draw_hud(image: np.ndarray, lines: list[tuple[str, tuple[int, int, int]]]) -> None:
-    """Draw ``lines`` in the top-left corner of ``image`` (in place) on a dark box."""
+def file_hud_lines(snapshot: Snapshot, *, device: str, untrained: bool, video_fps: float,
+                   notes: dict | None = None) -> list[tuple[str, tuple[int, int, int]]]:
+    """The offline HUD's text: processing speed against the video's rate, network time per frame.
+
+    A file is not a camera: no capture rate, no end-to-end latency, no drops.
+    """
+    lines: list[tuple[str, tuple[int, int, int]]] = []
+    if untrained:
+        lines.append(("UNTRAINED WEIGHTS", WARN_BGR))
+    smoothing = smoothing_text(notes or {})
+    lines.append((device + (f"  {smoothing}" if smoothing else ""), TEXT_BGR))
+    speed = f"{snapshot.processed_fps:.1f} fps"
+    if video_fps > 0:
+        speed += f" = {snapshot.processed_fps / video_fps:.2f}x video rate"
+    lines.append((speed, TEXT_BGR))
+    net = [snapshot.latency[s][0] for s in NET_STAGES if s in snapshot.latency]
+    if net and not any(math.isnan(v) for v in net):
+        lines.append((f"network p50 {_ms(sum(net))} ms/frame", TEXT_BGR))
+    return lines
+
+
+def draw_hud(image: np.ndarray, lines: list[tuple[str, tuple[int, int, int]]], *,
+             size: float = 1.0) -> tuple[int, int]:
+    """Draw ``lines`` in the top-left corner of ``image`` (in place) on a dark box.
+
+    Args:
+        image: H×W×3 uint8 BGR.
+        lines: text and colour (BGR) per line.
+        size: text size relative to the live HUD's (the offline HUD uses less).
+
+    Returns:
+        (width, height) of the box in px.
+    """
     height = image.shape[0]
-    scale = max(0.3, min(1.0, height / 900))
+    scale = max(0.3, min(1.0, height / 900)) * size
     thick = 1 if scale < 0.6 else 2
     font = cv2.FONT_HERSHEY_SIMPLEX
     sizes = [cv2.getTextSize(text, font, scale, thick)[0] for text, _ in lines]
@@ -109,6 +145,7 @@ def draw_hud(image: np.ndarray, lines: list[tuple[str, tuple[int, int, int]]]) -
     for i, (text, colour) in enumerate(lines):
         baseline = pad + (i + 1) * line_h - max(2, int(5 * scale))
         cv2.putText(image, text, (pad, baseline), font, scale, colour, thick, cv2.LINE_AA)
+    return box_w, box_h
 
 
 class Renderer:
@@ -119,11 +156,16 @@ class Renderer:
         untrained: show the UNTRAINED WEIGHTS warning.
         hud: show the HUD (``--no-hud`` turns it off; the window's h key toggles it).
         mask: draw the mask (the window's m key toggles it).
+        offline_fps: a recording's own frame rate: draw the offline HUD (:func:`file_hud_lines`)
+            instead of the live one (None: live, as the command line's window and outputs).
     """
 
+    OFFLINE_SIZE = 0.7  # the offline HUD's text size relative to the live one
+
     def __init__(self, *, device: str, untrained: bool = False, hud: bool = True,
-                 mask: bool = True) -> None:
+                 mask: bool = True, offline_fps: float | None = None) -> None:
         self.device = device
+        self.offline_fps = offline_fps
         self.untrained = untrained
         self.show_hud = hud
         self.show_mask = mask
@@ -144,7 +186,11 @@ class Renderer:
             out = overlay_mask(frame.image, frame.mask)
         else:
             out = frame.image.copy()
-        if self.show_hud and snapshot is not None:
+        if self.show_hud and snapshot is not None and self.offline_fps is not None:
+            draw_hud(out, file_hud_lines(snapshot, device=self.device, untrained=self.untrained,
+                                         video_fps=self.offline_fps, notes=frame.notes),
+                     size=self.OFFLINE_SIZE)
+        elif self.show_hud and snapshot is not None:
             draw_hud(out, hud_lines(snapshot, device=self.device, untrained=self.untrained,
                                     status=status, notes=frame.notes))
         elif self.untrained:  # even without the HUD, random weights are never shown silently

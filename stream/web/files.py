@@ -271,7 +271,11 @@ def _run_video(path: Path, smooth: str, progress, runtime, owner: str, *,
     except BaseException:
         source.close()
         raise
-    segmenter = build_segmenter(config, engine, source.info, threshold=threshold)
+    # a file's HUD: processing speed against the video's rate, not a camera's latency
+    renderer = Renderer(device=engine.name, untrained=engine.untrained, hud=hud,
+                        offline_fps=source.info.fps or 0.0)
+    segmenter = build_segmenter(config, engine, source.info, threshold=threshold,
+                                renderer=renderer)
     pipeline = build_pipeline(config, source, engine, sinks=sinks, segmenter=segmenter)
     smoother = pipeline.smoother
     outputs = {"output": config.outputs.video, "mask_dir": config.outputs.mask_dir,

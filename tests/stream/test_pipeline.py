@@ -15,7 +15,7 @@ from stream.engines import build_engine
 from stream.errors import SourceError, StageError
 from stream.frame import Frame, SourceInfo
 from stream.outputs import CsvSink, MaskDirSink, VideoSink
-from stream.outputs.render import Renderer, hud_lines
+from stream.outputs.render import Renderer, draw_hud, file_hud_lines, hud_lines
 from stream.pipeline import Pipeline
 from stream.sources import Source, open_source
 from stream.stats import E2E, PipelineStats, RateMeter, Snapshot, percentiles
@@ -252,6 +252,34 @@ def test_hud_names_the_smoothing_mode_and_the_keyframe_interval():
                                     notes={"smooth": "flow"})]
     assert flow[0] == "device cpu fp32  smoothing flow"
     assert hud_lines(snap, device="cpu fp32", untrained=False)[0][0] == "device cpu fp32"
+
+
+def test_a_recordings_hud_says_file_numbers_in_a_smaller_box():
+    # given a 640×480 frame of a 30 fps file processed at 5.4 frames/s, 150 ms in the network
+    snap = Snapshot(5.4, 5.4, {"preprocess": (5.0, 6.0), "infer": (140.0, 150.0),
+                               "postprocess": (5.0, 6.0), E2E: (1673.0, 1800.0)}, 0, 10)
+    image = np.full((480, 640, 3), 128, np.uint8)
+    notes = {"smooth": "flow"}
+    # when the offline HUD is laid out and drawn
+    texts = [t for t, _ in file_hud_lines(snap, device="cpu fp32 onnxruntime", untrained=False,
+                                          video_fps=30.0, notes=notes)]
+    # then it says the processing speed against the video's rate and the network time per
+    # frame, and nothing a camera would mean (capture rate, end-to-end latency, drops)
+    assert texts == ["cpu fp32 onnxruntime  smoothing flow", "5.4 fps = 0.18x video rate",
+                     "network p50 150 ms/frame"]
+    live_w, live_h = draw_hud(image.copy(), hud_lines(snap, device="cpu fp32 onnxruntime",
+                                                     untrained=False, notes=notes))
+    file_w, file_h = draw_hud(image.copy(), file_hud_lines(
+        snap, device="cpu fp32 onnxruntime", untrained=False, video_fps=30.0, notes=notes),
+        size=Renderer.OFFLINE_SIZE)
+    assert file_w * file_h <= live_w * live_h / 3  # a third of the live box or less
+    assert file_w <= 640 / 2 and file_h <= 480 / 8
+    # and the Renderer draws it when given the video's rate; the live HUD stays the default
+    frame = Frame(image=image, index=0, pts=0, time_base=1, capture_time=0.0, notes=notes)
+    offline = Renderer(device="cpu fp32 onnxruntime", offline_fps=30.0).render(frame, snap)
+    live = Renderer(device="cpu fp32 onnxruntime").render(frame, snap)
+    assert (offline[:file_h, :file_w] != 128).any() and (offline[file_h + 1:, :] == 128).all()
+    assert (live[file_h + 1:live_h - 1, :file_w] != 128).any()
 
 
 def test_stats_percentiles_and_rates():
