@@ -109,8 +109,8 @@ def file_hud_lines(snapshot: Snapshot, *, device: str, untrained: bool, video_fp
         lines.append(("UNTRAINED WEIGHTS", WARN_BGR))
     smoothing = smoothing_text(notes or {})
     lines.append((device + (f"  {smoothing}" if smoothing else ""), TEXT_BGR))
-    speed = f"{snapshot.processed_fps:.1f} fps"
-    if video_fps > 0:
+    speed = f"{snapshot.processed_fps:.1f} fps" if snapshot.processed_fps > 0 else "- fps"
+    if video_fps > 0 and snapshot.processed_fps > 0:
         speed += f" = {snapshot.processed_fps / video_fps:.2f}x video rate"
     lines.append((speed, TEXT_BGR))
     net = [snapshot.latency[s][0] for s in NET_STAGES if s in snapshot.latency]

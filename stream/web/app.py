@@ -21,7 +21,11 @@ from stream.web.live import browser_frame, server_camera
 # than CACHE_AGE_S, and everything when the server stops: live frames alone would fill the disk.
 CACHE_SWEEP_S, CACHE_AGE_S = 60, 600
 PREVIEW_HEIGHT = 360  # px, the height of the video panes
-CSS = "#live-readout {font-family: ui-monospace, monospace; font-size: 0.9em}"
+PANES = ("live-camera", "live-output", "video-output", "image-input", "image-overlay",
+         "server-output")  # the picture panes: their labels sit above, not on, the picture
+CSS = ("#live-readout {font-family: ui-monospace, monospace; font-size: 0.9em}\n"
+       + ", ".join(f"#{pane} [data-testid='block-label']" for pane in PANES)
+       + " {position: static; margin-bottom: var(--spacing-sm)}")
 NOT_A_DEVICE = ("A research tool, **not a medical device**: its masks are not a diagnosis and "
                 "must not guide treatment.")
 SMOOTHING_INFO = ("how masks carry over between frames. auto: keyframe for a live camera on the "

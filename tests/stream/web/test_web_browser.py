@@ -119,6 +119,25 @@ def readout(driver) -> str:
     return driver.find_element("css selector", "#live-readout").text
 
 
+LABEL_OVERLAP_JS = """
+const [pane, media] = arguments;
+const label = document.querySelector(pane + ' [data-testid="block-label"]');
+const picture = document.querySelector(pane + ' ' + media);
+if (!label || !picture) return -1;
+const a = label.getBoundingClientRect(), b = picture.getBoundingClientRect();
+const w = Math.min(a.right, b.right) - Math.max(a.left, b.left);
+const h = Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top);
+return Math.max(0, w) * Math.max(0, h);
+"""
+
+
+def label_overlap(driver, pane: str, media: str) -> float:
+    """Square px of the picture in ``pane`` that the pane's label covers (the HUD's corner)."""
+    area = driver.execute_script(LABEL_OVERLAP_JS, pane, media)
+    assert area >= 0, f"no label or no {media} in {pane}"
+    return area
+
+
 def output_frame(driver, server) -> np.ndarray:
     """The frame the Live tab shows now, fetched from the server as the browser did."""
     src = driver.execute_script("return document.querySelector('#live-output img')?.src")
@@ -188,6 +207,9 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
     # (frames replace each other quickly: the <img> may be between two when first asked)
     wait_for(page, lambda d: d.find_element("css selector", "#live-output img")
              .get_property("naturalWidth") == 320, timeout=10, what="a 320-wide output image")
+    # and the panes' labels sit above the pictures, not on the HUD's corner
+    assert label_overlap(page, "#live-output", "img") == 0
+    assert label_overlap(page, "#live-camera", "video") == 0
 
 
 @pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
@@ -235,6 +257,8 @@ def test_image_tab_in_the_browser(page, shots):
     wait_for(page, lambda d: "Lesion area" in d.find_element("css selector", "#image-area").text,
              timeout=30, what="the lesion area")
     assert f"{image_path.stem}_mask.png" in text_of(page, "#image-mask")
+    assert label_overlap(page, "#image-overlay", "img") == 0
+    assert label_overlap(page, "#image-input", "img") == 0
     page.save_screenshot(str(shots / "web_image.png"))
 
 
@@ -255,6 +279,7 @@ def test_video_tab_in_the_browser(page, work, shots):
     assert "8 written of 8 decoded" in summary
     assert "recording_masks.zip" in text_of(page, "#video-masks")
     assert "recording_frames.csv" in text_of(page, "#video-csv")
+    assert label_overlap(page, "#video-output", "video") == 0
     page.save_screenshot(str(shots / "web_video.png"))
 
 
