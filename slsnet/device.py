@@ -42,6 +42,17 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_flags(wanted: tuple[str, ...]) -> list[str]:
+    """Those of the ``wanted`` /proc/cpuinfo flags this CPU reports (none off Linux)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
+                  if line.startswith("flags")), [])
+    return [f for f in wanted if f in flags]
+
+
 def describe(device: torch.device) -> str:
     """What a run computes on, for logs and model cards: the GPU's name, or the CPU's."""
     if device.type == "cuda":

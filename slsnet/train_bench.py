@@ -27,7 +27,7 @@ from rich.table import Table
 
 from slsnet.config import SLSNetConfig
 from slsnet.data import Batches, find_pairs, load_arrays
-from slsnet.device import cpu_name, resolve_device
+from slsnet.device import cpu_flags, cpu_name, resolve_device
 from slsnet.gan import GANTrainer, Hyper
 
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 arithmetic
@@ -35,13 +35,7 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of native bf16 a
 
 def cpu_bf16_flags() -> list[str]:
     """The native-bf16 instruction flags this CPU reports (empty where it has none)."""
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return []
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines()
-                  if line.startswith("flags")), [])
-    return [f for f in BF16_FLAGS if f in flags]
+    return cpu_flags(BF16_FLAGS)
 
 
 def measure(
