@@ -15,7 +15,7 @@ import gradio as gr
 from stream.errors import StreamError
 from stream.smoothing import CHOICES
 from stream.web.files import segment_image, segment_video
-from stream.web.live import browser_frame, server_camera
+from stream.web.live import browser_frame, server_camera, stopped_readout
 
 # Gradio deletes its cached uploads and results every CACHE_SWEEP_S seconds once they are older
 # than CACHE_AGE_S, and everything when the server stops: live frames alone would fill the disk.
@@ -131,6 +131,13 @@ def live_tab(runtime) -> None:
         show_progress="hidden",
         api_name="live",
     )
+
+    def stopped(state):  # the browser says nothing when streaming stops: notice the silence
+        text = stopped_readout(state)
+        return gr.skip() if text is None else text
+
+    gr.Timer(1.0).tick(stopped, inputs=session, outputs=readout, api_visibility="private",
+                       show_progress="hidden")
 
 
 def video_tab(runtime) -> None:

@@ -4,6 +4,12 @@ Every browser tab has its own :class:`LiveSession` (kept in a ``gr.State``): its
 frame counter and its meters. All sessions share the one engine of the process through
 :class:`stream.web.runtime.SharedEngine`, which serialises calls into the network; each has its
 own :class:`~stream.segmenter.Segmenter` (smoother, threshold, renderer, meters).
+
+The server sees a webcam frame only when it arrives, and its result leaves the server well before
+the page shows it: upload, Gradio's queue, download and display are outside what it can time. The
+readout therefore calls its number what it is, the server's time from a frame's arrival to its
+result, and says that the picture trails the camera by more (on 2026-12-04, with the CPU loaded,
+the page showed frames 2 to 11 camera frames behind while the server's part was 30-60 ms).
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from stream.stats import E2E, PipelineStats, Snapshot
 
 BROWSER_TIME_BASE = Fraction(1, 1000)  # browser frames carry no PTS; sinks would use ms
 IDLE_RESET_S = 10.0  # a pause this long (stream stopped, restarted later) is a cut
+STOPPED_AFTER_S = 1.5  # no frame for this long: the stream was stopped (or its time ran out)
 
 
 class LiveSession:
@@ -79,20 +86,47 @@ class LiveSession:
 
 def readout(session: LiveSession, snapshot: Snapshot, engine_name: str,
             weights_note: str | None) -> str:
-    """The Markdown under the live video: rates, per-stage latency and the settings in force."""
+    """The Markdown under the live video: the server's time, rates, settings.
+
+    The server's time runs from a frame's arrival to its result; the picture trails the camera by
+    more (module docstring), and the readout says so. With keyframe smoothing it says how few
+    frames the network sees.
+    """
     stages = " · ".join(f"{s} {p50:.1f}" for s, (p50, _) in snapshot.latency.items() if s != E2E)
     e2e = snapshot.latency.get(E2E, (float("nan"), float("nan")))
     w, h = session.size_wh or (0, 0)
     text = (
-        f"**server {snapshot.processed_fps:.1f} fps** (frames in {snapshot.capture_fps:.1f} fps)"
-        f" · latency p50 {e2e[0]:.0f} / p95 {e2e[1]:.0f} ms  \n"
+        f"**server p50 {e2e[0]:.0f} / p95 {e2e[1]:.0f} ms a frame** (arrival to result) · "
+        f"{snapshot.processed_fps:.1f} fps  \n"
+        "the picture trails the camera by more: upload, queue, download and display are not "
+        "counted  \n"
         f"per stage, p50 ms: {stages}  \n"
         f"frame {snapshot.frames} · {w}×{h} · {smoothing_text(session.notes)} · threshold "
         f"{session.threshold:.2f} · {engine_name}"
     )
+    interval = session.notes.get("keyframe_interval")
+    if session.notes.get("smooth") == "keyframe" and interval:
+        text += (f"  \nthe network runs on 1 frame in {interval} (keyframes); optical flow "
+                 "carries the mask between them")
     if weights_note:
         text += f"  \n⚠ {weights_note}"
     return text
+
+
+def stopped_readout(session: LiveSession | None, *, now: float | None = None) -> str | None:
+    """The readout once the browser has stopped streaming (None: still streaming, or never).
+
+    Args:
+        session: the tab's state.
+        now: ``time.perf_counter()`` (default: now).
+    """
+    if session is None or session.last_arrival is None:
+        return None
+    now = time.perf_counter() if now is None else now
+    if now - session.last_arrival < STOPPED_AFTER_S:
+        return None
+    return (f"**Stopped** after {session.index} frames. Press the record button under the "
+            "camera pane to stream again.")
 
 
 def browser_frame(

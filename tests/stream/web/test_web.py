@@ -289,6 +289,39 @@ def test_each_session_keeps_its_own_smoother_while_sharing_the_engine(engine, cl
         runtime.close()
 
 
+@pytest.mark.timeout(60)
+def test_live_readout_names_the_servers_part_the_keyframes_and_the_stop(engine, clip):
+    from support.media import decode_video
+
+    from stream.web import Runtime, WebOptions
+    from stream.web.live import STOPPED_AFTER_S, browser_frame, stopped_readout
+
+    # given a tab streaming with keyframe smoothing
+    runtime = Runtime(engine, WebOptions())
+    frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for _, img in decode_video(clip.path)][:5]
+    try:
+        session = None
+        for rgb in frames:
+            _, text, session = browser_frame(rgb, session, "keyframe", 0.5, False,
+                                             runtime=runtime)
+        # then the readout names its number as the server's part only, says that the picture
+        # trails the camera by more, and that the network sees only keyframes
+        assert "server p50" in text and "arrival to result" in text
+        assert "trails the camera by more" in text and "latency" not in text
+        interval = session.notes["keyframe_interval"]
+        assert f"the network runs on 1 frame in {interval} (keyframes)" in text
+        # and while frames come there is no stopped state; once they stop, the readout says so
+        assert stopped_readout(session) is None
+        later = session.last_arrival + STOPPED_AFTER_S + 0.1
+        assert stopped_readout(session, now=later).startswith(f"**Stopped** after {len(frames)}")
+        assert stopped_readout(None) is None
+        # and without keyframes there is no keyframe note
+        _, text, _ = browser_frame(frames[0], None, "ema", 0.5, False, runtime=runtime)
+        assert "keyframes" not in text
+    finally:
+        runtime.close()
+
+
 @pytest.mark.timeout(120, func_only=True)
 def test_server_camera_tab_streams_the_capture_pipeline(engine, tmp_path):
     from support.browser import free_port

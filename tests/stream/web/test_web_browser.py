@@ -198,7 +198,7 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
     wait_for(page, lambda d: int(re.search(r"frame (\d+)", readout(d)).group(1)) >= first + 3,
              timeout=45, what="three more frames")
     text = readout(page)
-    assert float(re.search(r"server ([\d.]+) fps", text).group(1)) > 0
+    assert float(re.search(r"· ([\d.]+) fps", text).group(1)) > 0
     assert "threshold 0.05" in text and "per stage" in text and "infer" in text
     # and the frame shown is the camera frame it came from with the lesion tinted
     out, sent = next_frame_after(page, server, clip, 0)
@@ -230,6 +230,13 @@ def test_live_threshold_applies_to_the_next_frames(page, server, clip, shots):
     served = int(re.search(r"frame (\d+)", readout(page)).group(1)) - MEASURED["frame"]
     numbers["server_cpu_s_per_frame"] = (cpu_seconds(server.proc.pid) - MEASURED["cpu"]) / served
     numbers["load_average"] = os.getloadavg()[0]
+    # and the readout does not pass the server's part off as the lag the page shows
+    text = readout(page)
+    server_ms = re.search(r"server p50 (\d+) / p95 (\d+) ms a frame", text)
+    assert server_ms and "trails the camera by more" in text, text
+    numbers["readout_server_p50_ms"] = float(server_ms.group(1))
+    if "keyframe" in readout(page):  # auto on the CPU: the page says the network skips frames
+        assert "the network runs on 1 frame in" in readout(page)
     (shots / "live_round_trip.json").write_text(json.dumps(numbers, indent=1))
     # the README's picture: default threshold, HUD on
     page.find_element("css selector", "#live-hud input").click()
@@ -238,6 +245,8 @@ def test_live_threshold_applies_to_the_next_frames(page, server, clip, shots):
     next_frame_after(page, server, clip, page.execute_script("return performance.now()"))
     page.save_screenshot(str(shots / "web_live.png"))
     page.find_element("css selector", "#live-camera button[aria-label='capture photo']").click()
+    # and once stopped, the readout says so instead of keeping the last numbers
+    wait_for(page, lambda d: "Stopped" in readout(d), timeout=20, what="the stopped state")
 
 
 @pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
@@ -321,3 +330,38 @@ def test_the_page_explains_itself(page):
     assert "not a medical device" in text
     open_tab(page, "Live")
     assert "keyframe" in text_of(page, "#live-smooth")  # what auto means, next to the control
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_the_page_reads_on_a_phone(server, work, shots):
+    # given a 390×844 phone screen
+    with chromium(size_wh=(390, 844)) as phone:
+        phone.get(server.url + "/")
+        wait_for(phone, css("#header"), timeout=60, what="the page")
+        assert "not a medical device" in text_of(phone, "#header")
+        for tab in ("Live", "Video", "Image"):
+            open_tab(phone, tab)
+            # then no tab is wider than the screen (nothing to scroll sideways to)
+            width = phone.execute_script("return document.documentElement.scrollWidth")
+            assert width <= phone.execute_script("return window.innerWidth") + 1, (tab, width)
+        # and in the Video tab the masked video comes before the summary, which fits the screen
+        open_tab(phone, "Video")
+        recording = write_mp4(work / "phone.mp4", sweep_frames(size_wh=(320, 240), fps=15,
+                                                               seconds=0.3, stamp=False), fps=15)
+        upload(phone, "#video-upload", recording)
+        phone.find_element("css selector", "#video-run").click()
+        wait_for(phone, css("#video-output video"), timeout=60, what="the masked video")
+        wait_for(phone, lambda d: "written of" in d.find_element("css selector",
+                                                                 "#video-summary").text,
+                 what="the summary")
+        tops = phone.execute_script(
+            "return ['#video-output', '#video-summary'].map("
+            "s => document.querySelector(s).getBoundingClientRect().top)")
+        assert tops[0] < tops[1], tops
+        table = "#video-summary table"
+        overflow = phone.execute_script(
+            "const t = document.querySelector(arguments[0]);"
+            "return t.scrollWidth - t.parentElement.clientWidth", table)
+        assert overflow <= 1, overflow
+        assert label_overlap(phone, "#video-output", "video") == 0
+        phone.save_screenshot(str(shots / "web_phone_video.png"))
