@@ -229,6 +229,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         for sink in sinks:
             for note in getattr(sink, "warnings", []):
                 console.print(f"[yellow]warning:[/] {note}")
+        shown = {id(sink): len(getattr(sink, "warnings", [])) for sink in sinks}
         interrupts.check()  # pressed while the engine was built: nothing written yet
     except BaseException:
         release(source, segmenter, sinks)
@@ -259,7 +260,7 @@ def run(args: argparse.Namespace, *, console: Console | None = None) -> int:
         raise
     console.print(summary_table(summary))
     for sink in sinks:
-        for note in getattr(sink, "warnings", []):
+        for note in getattr(sink, "warnings", [])[shown[id(sink)]:]:  # those not said at start
             console.print(f"[yellow]warning:[/] {note}")
     _report_losses(source, sinks, console, warned=warned, cut_short=summary.interrupted)
     return EXIT_INTERRUPTED if summary.interrupted else 0
@@ -278,6 +279,8 @@ def _report_losses(source, sinks, console: Console, *, warned: int, cut_short: b
                       "skipped (damaged data); every readable frame was processed")
     if cut_short:
         for sink in sinks:
+            if getattr(sink, "broken", None):
+                continue  # its error line says what the file holds
             console.print(f"[yellow]warning:[/] {sink.path} is incomplete: the first "
                           f"{sink.written} frames were written to it")
 

@@ -184,12 +184,13 @@ class PtsClock:
     File frames keep their PTS (rescaled only if ``time_base`` differs from the frame's);
     camera frames (``pts=None``) get ``capture_time`` since the first frame. A PTS that does not
     increase (broken files, rounding to a coarser time base) is moved one tick past the last,
-    and counted in ``retimed``, because muxers reject it.
+    and counted in ``retimed`` (the largest move in ``moved_s``), because muxers reject it.
     """
 
     def __init__(self, time_base: Fraction) -> None:
         self.time_base = Fraction(time_base)
         self.retimed = 0
+        self.moved_s = Fraction(0)  # the largest move of a retimed frame, in seconds
         self._t0: float | None = None
         self._last: int | None = None
 
@@ -210,7 +211,17 @@ class PtsClock:
         else:
             pts = round(Fraction(self.seconds(frame)) / self.time_base)
         if self._last is not None and pts <= self._last:
+            wanted = (Fraction(frame.pts) * Fraction(frame.time_base) if frame.pts is not None
+                      else Fraction(self.seconds(frame)))
             pts = self._last + 1
             self.retimed += 1
+            self.moved_s = max(self.moved_s, pts * self.time_base - wanted)
         self._last = pts
         return pts
+
+    def retime_note(self, name: str) -> str | None:
+        """The warning for frames moved later (how many, and how far), or None."""
+        if not self.retimed:
+            return None
+        return (f"{name}: {self.retimed} frame(s) had non-increasing timestamps and were moved "
+                f"later to keep them in order, by up to {float(self.moved_s) * 1000:.3g} ms")

@@ -17,6 +17,7 @@ input file itself) and write failures such as a full disk raise
 from __future__ import annotations
 
 import csv
+import errno
 from pathlib import Path
 
 import cv2
@@ -50,7 +51,13 @@ class MaskDirSink(Sink):
 
     def _open(self, info: SourceInfo) -> None:
         check_output_dir(self.path, what="mask directory")
-        self.path.mkdir(exist_ok=True)
+        try:
+            self.path.mkdir(exist_ok=True)
+        except OSError as exc:  # /proc, /sys: the parent looks writable and takes no directory
+            reason = describe_os_error(exc)
+            if exc.errno == errno.ENOENT:
+                reason = f"{self.path.absolute().parent} takes no new directories"
+            raise SinkError(f"cannot create mask directory {self.path}: {reason}") from None
         if any(self.path.glob("frame_*.png")):
             self.warnings.append(f"{self.path}: older frame_*.png files are overwritten or left")
 

@@ -66,10 +66,16 @@ class VideoSink(Sink):
         super().__init__(path)
         self.codec, self.preset, self.crf = codec, preset, crf
         self.keyframe_s, self.copy_audio = keyframe_s, copy_audio
-        self._out = self._stream = None
+        self._out = self._stream = self._file = None
         self._audio: AudioTrack | None = None
         self._last_s = 0.0
         self._broken: str | None = None  # what the read-back found missing
+        self._held: str | None = None  # what plays of a file whose writes failed at close
+
+    @property
+    def broken(self) -> str | None:
+        """What the finished file lacks (read back after closing or a write failure), or None."""
+        return self._broken
 
     @property
     def audio_packets(self) -> int:
@@ -116,7 +122,10 @@ class VideoSink(Sink):
         gop = max(1, round(info.fps * self.keyframe_s)) if info.fps > 0 else 30
         options = {**MP4_OPTIONS, "video_track_timescale": str(timescale),
                    "movie_timescale": str(timescale)}
-        self._out = av.open(str(self.path), "w", format="mp4", options=options)
+        # our own file object: FFmpeg drops the error of its last writes (a fragment flushed at
+        # close onto a full disk or /dev/full), Python's raises it
+        self._file = open(self.path, "wb", buffering=0)  # noqa: SIM115
+        self._out = av.open(self._file, "w", format="mp4", options=options)
         stream = self._out.add_stream(
             self.codec,
             rate=Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else None,
@@ -193,16 +202,19 @@ class VideoSink(Sink):
                     self._audio.until(None if whole else self._last_s + AUDIO_LEAD_S, self._mux)
                 self._out.close()
                 self._out = None
+                self._file.close()
                 self._check_written()
         except av.FFmpegError as exc:
             raise exc if isinstance(exc, OSError) else OSError(str(exc)) from None
+        except OSError:
+            self._abandon()
+            if self._broken is None:
+                self._broken = self._held = self._playable()
+            raise
         finally:
             self._abandon()
-        if self._clock.retimed:
-            self.warnings.append(
-                f"{self.path.name}: {self._clock.retimed} frames had "
-                "non-increasing timestamps and were moved one tick later"
-            )
+        if note := self._clock.retime_note(self.path.name):
+            self.warnings.append(note)
 
     def _check_written(self) -> None:
         """Read the file back: every frame given to the muxer must be in it, and the audio.
@@ -211,6 +223,23 @@ class VideoSink(Sink):
             OSError: the file holds fewer frames (or no audio where audio was muxed).
         """
         want_audio = self.audio_packets
+        frames, audio_packets = self._count_written()
+        if frames != self.written:
+            self._broken = f"{frames} of {self.written} frames can be played"
+            raise OSError(
+                f"the muxer wrote {frames} of {self.written} frames (FFmpeg refused part of it)"
+            )
+        if want_audio and not audio_packets:
+            self._broken = "its video plays, without the audio"
+            raise OSError(f"the muxer dropped the audio ({want_audio} packets muxed, none kept)")
+
+    def _playable(self) -> str:
+        """After a write failure: how much of the file plays."""
+        frames = self._count_written()[0] if self.path.is_file() else 0
+        return f"{frames} of {self.written} frames can be played"
+
+    def _count_written(self) -> tuple[int, int]:
+        """(video frames, audio packets) the file on disk holds."""
         try:
             with av.open(str(self.path)) as written:
                 video = written.streams.video[0] if written.streams.video else None
@@ -223,16 +252,11 @@ class VideoSink(Sink):
                         audio_packets += 1
         except av.FFmpegError:
             frames = audio_packets = 0  # not even a header a player can read
-        if frames != self.written:
-            self._broken = f"{frames} of {self.written} frames can be played"
-            raise OSError(
-                f"the muxer wrote {frames} of {self.written} frames (FFmpeg refused part of it)"
-            )
-        if want_audio and not audio_packets:
-            self._broken = "its video plays, without the audio"
-            raise OSError(f"the muxer dropped the audio ({want_audio} packets muxed, none kept)")
+        return frames, audio_packets
 
     def _incomplete_note(self) -> str:
+        if self._held:
+            return f"the file is incomplete: {self._held}"
         if self._broken:
             return f"the file is broken: {self._broken}"
         return (
@@ -249,7 +273,12 @@ class VideoSink(Sink):
                 pass
         if self._audio is not None:
             self._audio.close()
-        self._out = None
+        if self._file is not None:
+            try:
+                self._file.close()
+            except OSError:
+                pass  # the write error already raised is the one to report
+        self._out = self._file = None
 
 
 class MaskVideoSink(Sink):
@@ -276,6 +305,7 @@ class MaskVideoSink(Sink):
                 "ffv1", rate=Fraction(info.fps).limit_denominator(1001) if info.fps > 0 else None
             )
             stream.width, stream.height = info.size_wh  # FFV1 takes odd sizes as they are
+            self._size_wh = info.size_wh
             stream.pix_fmt = "gray"
             stream.time_base = self.TIME_BASE
             stream.codec_context.time_base = self.TIME_BASE
@@ -289,12 +319,30 @@ class MaskVideoSink(Sink):
     def _write(self, frame: Frame) -> None:
         if frame.mask is None:
             raise ValueError(f"frame {frame.index} reached the mask video without a mask")
-        vf = av.VideoFrame.from_ndarray(mask_255(frame.mask), format="gray")
+        vf = av.VideoFrame.from_ndarray(self._fit(mask_255(frame.mask)), format="gray")
         vf.pts, vf.time_base = self._clock(frame), self.TIME_BASE
         try:
             self._out.mux(self._stream.encode(vf))
         except av.FFmpegError as exc:
             raise exc if isinstance(exc, OSError) else OSError(str(exc)) from None
+
+    def _fit(self, mask: np.ndarray) -> np.ndarray:
+        """A mask of another size (the input changed resolution) to the file's, still 0/255.
+
+        Left to the encoder, FFmpeg's scaler would interpolate and write grey edges; nearest
+        neighbour keeps every pixel a mask value.
+        """
+        h, w = mask.shape[:2]
+        out_w, out_h = self._size_wh
+        if (w, h) == (out_w, out_h):
+            return mask
+        if not any("resized" in note for note in self.warnings):
+            self.warnings.append(
+                f"{self.path.name}: masks of {w}×{h} resized (nearest neighbour, still 0/255) "
+                f"to the {out_w}×{out_h} the file was opened with; --mask-dir keeps each "
+                "frame's size"
+            )
+        return cv2.resize(mask, (out_w, out_h), interpolation=cv2.INTER_NEAREST)
 
     def _close(self) -> None:
         try:
@@ -303,6 +351,8 @@ class MaskVideoSink(Sink):
             self._out.close()
         except av.FFmpegError as exc:
             raise exc if isinstance(exc, OSError) else OSError(str(exc)) from None
+        if note := self._clock.retime_note(self.path.name):
+            self.warnings.append(note)
 
 
 def mask_255(mask: np.ndarray) -> np.ndarray:
