@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The one prepared check for a lent GPU (H100/H200): CUDA tests, the benchmark, training.
+# The one prepared check for a GPU machine (H100/H200): CUDA tests, the benchmark, training.
 #
 #   bash scripts/gpu_check.sh prepare   # here: fills .gpu_carry/ (code snapshot, data, wheels)
 #   bash scripts/gpu_check.sh dry-run   # here or there: prints what `run` would do, runs nothing
@@ -9,8 +9,9 @@
 # (git archive HEAD, weights linked, not copied), so uncommitted edits never reach the GPU;
 # isic2017/ (all of ISIC 2017 when TRAIN is set, for the train step); whl/, the PyAV wheel for the
 # GPU machine's Python 3.12 unless NO_AV=1 (its image has no PyAV; the wheel is 36 MB of the
-# 64 MB a call may carry, so a call that trains on all the data leaves it out). The device call
-# carries it:  carry: [".gpu_carry"], command: bash .gpu_carry/src/scripts/gpu_check.sh
+# 64 MB budget for what travels to the GPU machine, so a run that trains on all the data leaves
+# it out). Copy the repository with .gpu_carry/ to the GPU machine and run there:
+#   bash .gpu_carry/src/scripts/gpu_check.sh
 #
 # Steps, in STEPS order (default "tests bench", about 4 minutes):
 #   bench  python -m stream.bench --device cuda, alone on the GPU (limit BENCH_S, 150 s;
@@ -44,7 +45,7 @@ prepare() {
     mkdir -p "$CARRY/isic2017"
     cp -r "$data/train" "$data/val" "$CARRY/isic2017/"
   fi
-  du -sh "$CARRY"/* && echo "ready: carry [\"$CARRY\"], command: bash $CARRY/src/scripts/gpu_check.sh"
+  du -sh "$CARRY"/* && echo "ready: copy the repository with $CARRY/ to the GPU machine and run: bash $CARRY/src/scripts/gpu_check.sh"
 }
 
 step() {  # step NAME LIMIT_S COMMAND...: run with a time limit, log its exit status
