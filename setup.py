@@ -2,7 +2,7 @@
 
 The repository's ``weights/`` folder stays the one copy in git; building a wheel copies
 ``weights/slsnet_isic2017.{pt,json}`` into ``slsnet/weights/`` of the wheel, where
-``slsnet.export.shipped_weights`` finds them with ``importlib.resources``. An editable install
+``slsnet.checkpoint.shipped_weights`` finds them with ``importlib.resources``. An editable install
 reads them from the checkout instead, so it copies nothing. Everything else is in
 ``pyproject.toml``.
 """

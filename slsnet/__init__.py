@@ -2,6 +2,7 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
+from slsnet.checkpoint import load_generator
 from slsnet.config import INPUT_MEAN, INPUT_STD, SLSNetConfig
 from slsnet.discriminator import Discriminator, build_discriminator
 from slsnet.generator import Generator, build_generator
@@ -21,12 +22,3 @@ __all__ = [
     "build_generator",
     "load_generator",
 ]
-
-
-def __getattr__(name: str):
-    # The loader pulls in the export module lazily so that ``import slsnet`` stays light.
-    if name == "load_generator":
-        from slsnet.export import load_generator
-
-        return load_generator
-    raise AttributeError(name)

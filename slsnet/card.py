@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slsnet.checkpoint import WeightsError, load_generator, read_card, save_generator
 from slsnet.config import INPUT_MEAN, INPUT_STD
 from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import cpu_name
 from slsnet.evaluate import evaluate_arrays
-from slsnet.export import WeightsError, load_generator, read_card, save_generator
 from slsnet.inference import resize_to_input
 from slsnet.info import count_params
 from slsnet.schedule import parse_schedule

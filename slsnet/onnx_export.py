@@ -28,11 +28,13 @@ tracer's warning about the stem's shape comparison (which holds at every size) a
 
 from __future__ import annotations
 
+import argparse
 import copy
 import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -40,6 +42,7 @@ from pathlib import Path
 import torch
 
 from slsnet.blocks import PAM, plain_attention
+from slsnet.checkpoint import WeightsError, load_generator
 from slsnet.generator import Generator
 
 OPSET = 17
@@ -146,11 +149,6 @@ def write_atomically(path: Path, data: bytes) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Export weights to an ONNX file; one error line and exit 2 on a bad input."""
-    import argparse
-    import sys
-
-    from slsnet.export import WeightsError, load_generator
-
     parser = argparse.ArgumentParser(prog="python -m slsnet.onnx_export",
                                      description="Export SLSNet weights to an ONNX model.")
     parser.add_argument("--weights", help="generator weights (default: the shipped ones)")

@@ -13,9 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from slsnet.checkpoint import WeightsError, load_generator
 from slsnet.data import IMAGE_SUFFIXES, read_rgb
 from slsnet.device import resolve_device
-from slsnet.export import WeightsError, load_generator
 from slsnet.inference import predict_probs
 from slsnet.overlays import PRED_BGR, draw_contour
 

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 
 from slsnet.card import parent_record
+from slsnet.checkpoint import WeightsError, load_generator, save_generator
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
 from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input, to_tensor
 from slsnet.device import describe, resolve_device
 from slsnet.evaluate import evaluate_arrays
-from slsnet.export import WeightsError, load_generator, save_generator
 from slsnet.gan import GANTrainer, Hyper
 from slsnet.generator import Generator
 from slsnet.run_files import (

@@ -20,7 +20,7 @@ code raises these; it never calls ``sys.exit``.
 
 from __future__ import annotations
 
-from slsnet.export import WeightsError as CheckpointError
+from slsnet.checkpoint import WeightsError as CheckpointError
 
 
 class StreamError(Exception):
@@ -50,7 +50,7 @@ class EngineError(StreamError, ValueError):
 class WeightsError(EngineError, CheckpointError):
     """A weights file that is missing, corrupt, or not an SLSNet generator of this shape.
 
-    Also a :class:`slsnet.export.WeightsError`, which the checkpoint reader raises.
+    Also a :class:`slsnet.checkpoint.WeightsError`, which the checkpoint reader raises.
     """
 
 

@@ -21,7 +21,7 @@ import pytest
 from support.isic_runs import ISIC, copy_split
 from support.media import write_clip
 
-from slsnet.export import SHIPPED_NAME, shipped_weights
+from slsnet.checkpoint import SHIPPED_NAME, shipped_weights
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMING = "ms_"  # CSV columns that are stage times, which differ run to run
@@ -72,7 +72,7 @@ def frame_rows(path: Path) -> list[dict[str, str]]:
 def test_the_wheel_carries_the_weights_and_finds_them_from_any_folder(installed, tmp_path):
     # when the installed package is asked for its weights from an empty folder
     out = run([installed / "bin" / "python", "-c",
-               "from slsnet.export import shipped_weights; import slsnet; "
+               "from slsnet.checkpoint import shipped_weights; import slsnet; "
                "print(shipped_weights()); print(slsnet.__file__)"],
               cwd=empty_dir(tmp_path, "anywhere")).stdout.split()
     # then both the package and its weights are the installed ones, not the checkout's

@@ -18,8 +18,8 @@ from typing import Protocol, runtime_checkable
 import torch
 
 from slsnet import device as slsnet_device
-from slsnet.export import SHIPPED_NAME, load_generator, shipped_weights
-from slsnet.export import WeightsError as CheckpointError
+from slsnet.checkpoint import SHIPPED_NAME, load_generator, shipped_weights
+from slsnet.checkpoint import WeightsError as CheckpointError
 from slsnet.generator import Generator, build_generator
 from stream.errors import EngineError, WeightsError
 from stream.frame import Frame

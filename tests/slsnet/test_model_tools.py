@@ -10,8 +10,8 @@ import torch
 
 from slsnet import SLSNetConfig, build_generator, load_generator
 from slsnet.card import main as card_main
+from slsnet.checkpoint import WeightsError, save_generator
 from slsnet.evaluate import main as evaluate_main
-from slsnet.export import WeightsError, save_generator
 from slsnet.predict import main as predict_main
 
 
@@ -180,7 +180,7 @@ def test_shipped_weights_load_and_match_their_card():
 
 def test_load_generator_without_a_path_reads_the_shipped_weights(tmp_path, monkeypatch):
     # given the shipped weights of this checkout, and a working directory elsewhere
-    from slsnet.export import shipped_weights
+    from slsnet.checkpoint import shipped_weights
 
     weights = shipped_weights()
     if weights is None:
@@ -195,6 +195,6 @@ def test_load_generator_without_a_path_reads_the_shipped_weights(tmp_path, monke
 
 
 def test_load_generator_without_shipped_weights_says_so(monkeypatch):
-    monkeypatch.setattr("slsnet.export.shipped_weights", lambda: None)
+    monkeypatch.setattr("slsnet.checkpoint.shipped_weights", lambda: None)
     with pytest.raises(WeightsError, match="no shipped weights"):
         load_generator()

@@ -9,8 +9,8 @@ from support.isic_runs import ISIC
 
 from slsnet import build_generator
 from slsnet.blocks import CAM, PAM
+from slsnet.checkpoint import load_generator
 from slsnet.data import find_pairs, read_rgb, resize_to_input, to_tensor
-from slsnet.export import load_generator
 from slsnet.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from slsnet.onnx_quantize import _scope_path, attention_nodes, pick_calibration, quantize_int8
 

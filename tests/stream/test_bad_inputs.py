@@ -36,7 +36,7 @@ from support.reliability import (
 )
 
 from slsnet import build_generator
-from slsnet.export import FORMAT, VERSION, save_generator
+from slsnet.checkpoint import FORMAT, VERSION, save_generator
 from stream.engines import build_engine
 from stream.errors import StageError
 from stream.outputs import open_sinks

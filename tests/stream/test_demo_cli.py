@@ -14,7 +14,7 @@ import torch
 from support.media import probe, write_clip
 
 from slsnet import build_generator
-from slsnet.export import save_generator
+from slsnet.checkpoint import save_generator
 from stream.cli import build_parser, main
 from stream.sources import SAMPLE
 

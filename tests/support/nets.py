@@ -4,7 +4,7 @@ import torch
 
 from slsnet import build_generator
 from slsnet.blocks import CAM, PAM
-from slsnet.export import save_generator
+from slsnet.checkpoint import save_generator
 
 
 def open_gates(seed: int = 1, *, pam: float = 0.7, cam: float = 0.05):

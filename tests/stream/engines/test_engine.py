@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from slsnet import build_generator
-from slsnet.export import WeightsError, save_generator
+from slsnet.checkpoint import WeightsError, save_generator
 from slsnet.inference import predict_probs, resize_prob
 from stream.engines import (
     DEFAULT_WEIGHTS,

@@ -15,7 +15,7 @@ from support.media import write_clip
 from support.nets import open_gates
 
 from slsnet import build_generator
-from slsnet.export import load_generator
+from slsnet.checkpoint import load_generator
 from stream.cli import main
 from stream.engines import CpuEngine, EngineError, build_engine
 from stream.frame import Frame

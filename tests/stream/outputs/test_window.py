@@ -15,7 +15,7 @@ import torch
 from support.media import write_clip
 
 from slsnet import build_generator
-from slsnet.export import save_generator
+from slsnet.checkpoint import save_generator
 from stream.engines import build_engine
 from stream.outputs.render import CONTOUR_BGR
 from stream.outputs.window import WindowSink, display_problem
