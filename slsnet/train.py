@@ -9,7 +9,6 @@ to continue exactly), ``best.pt`` (generator with the best val JSC), a line of `
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import signal
@@ -21,15 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slsnet.batchnorm import calibrated
 from slsnet.card import parent_record
 from slsnet.checkpoint import WeightsError, load_generator, save_generator
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
-from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input, to_tensor
+from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input
 from slsnet.device import describe, resolve_device
 from slsnet.evaluate import evaluate_arrays
 from slsnet.gan import GANTrainer, Hyper
-from slsnet.generator import Generator
 from slsnet.run_files import (
     append_log,
     commit_checkpoint,
@@ -165,39 +164,6 @@ def _shrunk(images: np.ndarray | None, size: int) -> np.ndarray | None:
     if images is None:
         return None
     return np.stack([resize_to_input(im, size) for im in images])
-
-
-def calibrated(generator: Generator, images: np.ndarray | None, device: torch.device,
-               batch_size: int = 16) -> Generator:
-    """A copy of ``generator`` whose BatchNorm statistics are measured afresh on ``images``.
-
-    The running statistics that training keeps are a moving average over batches drawn while
-    the weights move; early in a run they can be far enough from the network's present state
-    that the evaluated (eval-mode) network outputs no lesion at all while its training-mode
-    output fits. Statistics recomputed on fixed images with the present weights (a cumulative
-    average, dropout off as in use) make what is scored and saved the network as it is now; no
-    random number is drawn, so training goes on exactly as without it. ``images`` ``None``: the
-    generator itself, unchanged.
-    """
-    if images is None:
-        return generator
-    model = copy.deepcopy(generator).eval()
-    norms = _norms(model)
-    for m in norms:  # batch statistics, summed with equal weight (momentum None), dropout off
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            model(to_tensor(images[i : i + batch_size]).to(device))
-    for m, original in zip(norms, (n.momentum for n in _norms(generator)), strict=True):
-        m.momentum = original
-        m.eval()
-    return model
-
-
-def _norms(model: torch.nn.Module) -> list[torch.nn.Module]:
-    return [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
 
 
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:

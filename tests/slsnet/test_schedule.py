@@ -10,12 +10,13 @@ import torch
 from support.isic_runs import read_log, train
 
 from slsnet import load_generator
+from slsnet.batchnorm import calibrated
 from slsnet.card import main as card_main
 from slsnet.config import SLSNetConfig
 from slsnet.data import Batches, to_tensor
 from slsnet.generator import build_generator
 from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
-from slsnet.train import calibrated, learning_rate
+from slsnet.train import learning_rate
 from slsnet.train_bench import main as bench_main
 
 
