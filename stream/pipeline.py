@@ -12,8 +12,12 @@ written, and every output is closed properly. Any exception in any thread is the
 kept as a :class:`StageError` that names the stage ("sink mask dir failed: ..."), every thread
 ends within a few seconds, outputs are closed, and :meth:`Pipeline.run` raises it.
 
-The processing thread's work per batch is :meth:`stream.segmenter.Segmenter.step`; the window
-gets the pipeline's :class:`~stream.outputs.window.Controls`, not the pipeline.
+The processing thread's work per batch is :meth:`stream.segmenter.Segmenter.step`, in its two
+halves: with a GPU engine it starts batch n+1 (upload and network, asynchronously) before it
+finishes batch n (smoothing, render, output), whenever batch n+1 is already waiting, and the
+source lands its pictures in the engine's pinned memory (:class:`stream.sources.FramePool`),
+so the upload reads them where they were decoded. The window gets the pipeline's
+:class:`~stream.outputs.window.Controls`, not the pipeline.
 """
 
 from __future__ import annotations
@@ -21,55 +25,22 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 
-import numpy as np
-
+from stream.controls import PipelineControls
 from stream.engines import Engine
 from stream.errors import StageError
 from stream.faults import Fault, FaultyQueue
 from stream.frame import Frame
 from stream.outputs.render import Renderer
 from stream.queues import EOS, FrameQueue, Stopped
-from stream.segmenter import Segmenter, run_stage
+from stream.segmenter import Segmenter, Started, run_stage
+from stream.sources.pool import FramePool
 from stream.stats import PipelineStats, Summary
 
 POLL_S = 0.1  # how often blocked threads look at the stop events
 JOIN_S = 5.0  # how long a thread may take to end once stopped
-
-
-class PipelineControls:
-    """The :class:`~stream.outputs.window.Controls` a window gets: stop, pause, overlay toggles."""
-
-    def __init__(self, pipeline: Pipeline) -> None:
-        self._pipeline = pipeline
-
-    @property
-    def paused(self) -> bool:
-        """Whether processing is paused."""
-        return self._pipeline.paused.is_set()
-
-    def stop(self) -> None:
-        """Soft stop (see :meth:`Pipeline.request_stop`)."""
-        self._pipeline.request_stop()
-
-    def toggle_pause(self) -> bool:
-        """Pause or resume; True when now paused."""
-        return self._pipeline.toggle_pause()
-
-    def toggle_mask(self) -> None:
-        """Show or hide the mask overlay."""
-        renderer = self._pipeline.renderer
-        renderer.show_mask = not renderer.show_mask
-
-    def toggle_hud(self) -> None:
-        """Show or hide the HUD."""
-        renderer = self._pipeline.renderer
-        renderer.show_hud = not renderer.show_hud
-
-    def redraw(self, frame: Frame) -> np.ndarray:
-        """``frame`` drawn with the toggles now in force."""
-        return self._pipeline.renderer.render(frame, self._pipeline.stats.snapshot())
 
 
 class Pipeline:
@@ -206,15 +177,25 @@ class Pipeline:
     def _stage(self, name: str, fn: Callable, *args, **kwargs) -> object:
         return run_stage(name, fn, *args, fault=self._fault, **kwargs)
 
-    def _process(self, frames: list[Frame]) -> None:
-        self.segmenter.step(frames, status=getattr(self.source, "status", None))
+    def _finish(self, started: Started) -> None:
+        frames = self.segmenter.finish(started, status=getattr(self.source, "status", None))
         for frame in frames:
             self._writer_q.put(frame, self._stop)
             if self.window is not None:
                 self._display_q.put(frame, self._stop)
 
+    def _keep_in_flight(self, in_flight: deque, ended: bool) -> bool:
+        """Whether the newest started batch may wait while the next one is started.
+
+        Only when the network runs beside the host and the next frame is already waiting: a
+        live camera whose next frame is not there yet gets its result at once.
+        """
+        return (len(in_flight) == 1 and not ended and self.segmenter.overlaps
+                and len(self.source.queue) > 0 and not self.paused.is_set())
+
     def _process_loop(self) -> None:
         count = 0
+        in_flight: deque[Started] = deque()  # started, not finished: at most two
         try:
             while not self._stop.is_set():
                 while self.paused.is_set() and not self._stop.is_set():
@@ -224,12 +205,14 @@ class Pipeline:
                     frames = frames[: self.max_frames - count]
                 count += len(frames)
                 self.stats.received(len(frames))
-                if frames:
-                    self._process(frames)
-                self._update_capture()
                 if self.max_frames is not None and count >= self.max_frames:
                     self._source_stop.set()
                     ended = True
+                if frames:
+                    in_flight.append(self.segmenter.start(frames))
+                while in_flight and not self._keep_in_flight(in_flight, ended):
+                    self._finish(in_flight.popleft())
+                self._update_capture()
                 if ended:
                     break
             self._check_source()
@@ -334,6 +317,7 @@ class Pipeline:
             prepare = getattr(self.engine, "prepare", None)
             if prepare is not None:  # buffers and CUDA graphs now, not in front of the first frame
                 run_stage("engine", prepare, self.source.info.size_wh)
+            self._land_in_engine_memory()
             self.source.start(self._source_stop)
             for name, target in (("processing", self._process_loop), ("writer", self._write_loop)):
                 thread = threading.Thread(target=target, name=name, daemon=True)
@@ -354,6 +338,19 @@ class Pipeline:
             self.error.summary = summary
             raise self.error
         return summary
+
+    def _land_in_engine_memory(self) -> None:
+        """Give the source a pool of the engine's pinned memory, if the engine has such memory.
+
+        Enough buffers for every frame that can be held at once (the source's queue, two
+        batches in flight, the writer's queue, the window); beyond that the pool lets frames
+        stay where they were decoded rather than wait.
+        """
+        allocate = getattr(self.engine, "pinned_array", None)
+        if allocate is None or getattr(self.source, "pool", False) is not None:
+            return
+        limit = self.source.queue.maxsize + self._writer_q.maxsize + 3 * self.batch + 4
+        self.source.pool = FramePool(allocate, limit=limit)
 
     def _shutdown(self) -> None:
         if self.error is not None or not self._done.is_set():

@@ -10,7 +10,9 @@
            ──▶ stats.processed_frame: the numbers the HUD, the summary and the CSV read
 
 The pipeline's processing thread, the web demo's Live tab, the soak and both temporal
-benchmarks call :meth:`Segmenter.step`; each stage's failure is a :class:`StageError` naming
+benchmarks call :meth:`Segmenter.step`, or its two halves :meth:`Segmenter.start` and
+:meth:`Segmenter.finish` (the pipeline, to keep the GPU busy on frame n+1 while the host
+smooths, renders and writes frame n); each stage's failure is a :class:`StageError` naming
 it, and a :class:`~stream.faults.Fault` passed in makes a named stage fail on purpose.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from stream.engines import Engine
 from stream.engines.thread import EngineThread
@@ -49,6 +52,15 @@ def run_stage(name: str, fn: Callable, *args, fault: Fault | None = None, **kwar
         raise
     except Exception as exc:
         raise StageError(name, exc) from exc
+
+
+@dataclass(frozen=True)
+class Started:
+    """A batch between :meth:`Segmenter.start` and :meth:`Segmenter.finish`."""
+
+    frames: list[Frame]
+    wanted: list[Frame]  # the frames the network runs on
+    in_flight: object | None  # the engine's handle (``collect()``), or None: run in finish
 
 
 class Segmenter:
@@ -151,6 +163,8 @@ class Segmenter:
              snapshot: Snapshot | None = None) -> list[Frame]:
         """Segment, render and count ``frames`` (consecutive frames of one stream).
 
+        ``step(frames)`` is ``finish(start(frames))``.
+
         Args:
             frames: a batch; the network sees those the schedule picks, in one call.
             status: a source's live state for the HUD ("camera lost, reconnecting").
@@ -162,8 +176,34 @@ class Segmenter:
         Raises:
             StageError: a stage failed; its message starts with the stage's name.
         """
+        return self.finish(self.start(frames), status=status, snapshot=snapshot)
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether :meth:`start` sets the network going and returns before it is done."""
+        return callable(getattr(self.engine, "predict_async", None))
+
+    def start(self, frames: list[Frame]) -> Started:
+        """The first half of :meth:`step`: the schedule picks frames, the network starts on them.
+
+        With an engine that runs beside the host (the CUDA engine's ``predict_async``) this
+        returns while the GPU works, so a caller can start batch n+1 before it finishes batch n;
+        otherwise the network runs in :meth:`finish`. Batches must be finished in the order they
+        were started.
+        """
         wanted = [f for f in frames if self._stage("smoothing", self.smoother.wants_inference, f)]
-        if wanted:
+        in_flight = None
+        if wanted and self.overlaps:
+            in_flight = self._stage("engine", self.engine.predict_async, wanted)
+        return Started(frames, wanted, in_flight)
+
+    def finish(self, started: Started, *, status: str | None = None,
+               snapshot: Snapshot | None = None) -> list[Frame]:
+        """The second half of :meth:`step`: the network's result, smoothing, render, stats."""
+        frames, wanted = started.frames, started.wanted
+        if started.in_flight is not None:
+            self._stage("engine", lambda _wanted: started.in_flight.collect(), wanted)
+        elif wanted:
             self._stage("engine", self.engine.predict, wanted)
         for frame in frames:
             self._stage("smoothing", self.smoother, frame)

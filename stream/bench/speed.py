@@ -32,11 +32,13 @@ import numpy as np
 import torch
 
 from stream.bench.file_mode import file_section
+from stream.bench.frame_path import pipeline_rows
 from stream.bench.gpu import environment as gpu_environment
 from stream.bench.gpu import frame_rows, model_rows, preprocess_rows, reference_models
 from stream.bench.gpu import targets as gpu_targets
 from stream.bench.measure import Row, Timing, alternating, latencies, throughput
 from stream.engines import CpuEngine, default_threads, load_weights, resolve_device
+from stream.engines.cuda import CudaEngine
 from stream.engines.onnx_runtime import INSTALL_HINT, OnnxEngine, missing_packages
 from stream.errors import ConfigError, StreamError
 from stream.frame import Frame
@@ -237,10 +239,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
 
     def frames() -> list[Row]:
         if gpu:
-            return frame_rows(generator, device=device, size_wh=args.frame_size, timing=timing,
+            rows = frame_rows(generator, device=device, size_wh=args.frame_size, timing=timing,
                               untrained=untrained)
-        engine = CpuEngine(copy.deepcopy(generator), untrained=untrained)
-        return cpu_frame_rows(engine, size_wh=args.frame_size, timing=timing)
+            engine = CudaEngine(generator, device=device, untrained=untrained)
+            paced = dict(frames=60 if quick else 300, fps=60.0)
+        else:
+            engine = CpuEngine(copy.deepcopy(generator), untrained=untrained)
+            rows = cpu_frame_rows(engine, size_wh=args.frame_size, timing=timing)
+            paced = dict(frames=10 if quick else 40, fps=5.0)
+        try:
+            return rows + pipeline_rows(engine, size_wh=args.frame_size, **paced)
+        finally:
+            getattr(engine, "close", lambda: None)()
 
     def preprocessing() -> list[Row]:  # the CPU path has no separate preprocessing to compare
         return preprocess_rows(device=device, size_wh=args.frame_size, size=args.size)

@@ -3,9 +3,11 @@
 One batch of frames goes through one ring slot:
 
 ==========  ===========================================================  ==============
-host        copy the frames into the slot's pinned buffer (skipped when
-            they already lie there, see :meth:`CudaEngine.staging_buffer`)
-upload      H2D copy of the slot                                         → ``up1``
+host        copy the frames into the slot's pinned buffer (skipped for a
+            frame whose picture is already pinned: a source that lands
+            in :meth:`CudaEngine.pinned_array` memory, or
+            :meth:`CudaEngine.staging_buffer`)
+upload      H2D copy of each frame, from wherever it is pinned            → ``up1``
 compute     wait ``up1``; fused preprocess kernel → generator → fp32
             probability → mask resize + threshold kernel (one graph
             replay, or the same ops eagerly with ``cuda_graph=False``)    → ``comp1``
@@ -13,8 +15,9 @@ download    wait ``comp1``; D2H of masks and probabilities                → ``
 host        wait ``down1`` (that event only) and copy out into the frames
 ==========  ===========================================================  ==============
 
-With :meth:`CudaEngine.submit` / :meth:`CudaEngine.collect` several slots are in flight, so batch
-n+1 uploads while n computes and n−1 downloads. All buffers, events and graphs of a frame size
+With :meth:`CudaEngine.submit` / :meth:`CudaEngine.collect` (or :meth:`CudaEngine.predict_async`
+and :meth:`InFlight.collect`, which the pipeline uses) several slots are in flight, so batch n+1
+uploads while n computes and n−1 downloads. All buffers, events and graphs of a frame size
 are made once (a "plan"); the hot path allocates no device or pinned memory and never
 synchronises the whole device. CuPy is imported here only through
 ``stream.engines.gpu_kernels``, when an engine is built.
@@ -101,6 +104,29 @@ class Pending:
         self.frames, self.slot, self.done, self.masks = frames, slot, False, masks
 
 
+class InFlight:
+    """Frames handed to :meth:`CudaEngine.predict_async`; :meth:`collect` brings them home."""
+
+    def __init__(self, engine: CudaEngine, batches: list[Pending]) -> None:
+        self.engine, self.batches = engine, batches
+
+    def collect(self) -> None:
+        """Block until every batch is back: ``prob`` and timings are set on its frames."""
+        for pending in self.batches:
+            self.engine.collect(pending)
+
+
+def pinned_tensor(image: np.ndarray) -> torch.Tensor | None:
+    """``image`` as a tensor on the same memory when that memory is page-locked, else None.
+
+    Such a frame is uploaded from where it lies, asynchronously, with no copy on the host.
+    """
+    if not image.flags.c_contiguous:
+        return None
+    tensor = torch.from_numpy(image)
+    return tensor if tensor.is_pinned() else None
+
+
 class _Slot:
     """One ring entry: pinned host buffers, device buffers, events, and its CUDA graphs."""
 
@@ -123,6 +149,7 @@ class _Slot:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # frames computed → its graph
         self.pending: Pending | None = None
         self.stage_ms = 0.0
+        self.sources: list[torch.Tensor] = []  # what each row is uploaded from
 
 
 class _Plan:
@@ -247,6 +274,14 @@ class CudaEngine:
                       frames=count, stream=comp)
 
     # ------------------------------------------------------------------------- hot path
+    def pinned_array(self, shape: tuple[int, ...]) -> np.ndarray:
+        """A page-locked uint8 host array of ``shape``.
+
+        A source that lands its pictures in such memory (through a
+        :class:`stream.sources.FramePool`) has its frames uploaded with no host copy.
+        """
+        return torch.empty(shape, dtype=torch.uint8, pin_memory=True).numpy()
+
     def staging_buffer(self, size_wh: tuple[int, int]) -> np.ndarray:
         """The pinned H×W×3 buffer the next single-frame submit of this size reads.
 
@@ -278,13 +313,18 @@ class CudaEngine:
             if slot.pending is not None:  # the ring is full: the oldest batch must come home first
                 self._finish(slot)
             t0 = time.perf_counter()
+            slot.sources = []
             for j, frame in enumerate(frames):
                 image = frame.image
                 if image.shape != (h, w, 3) or image.dtype != np.uint8:
                     raise ValueError(f"frame {frame.index}: expected {h}×{w}×3 uint8 BGR, "
                                      f"got {image.shape} {image.dtype}")
-                if image.ctypes.data != slot.np_in[j].ctypes.data:
-                    np.copyto(slot.np_in[j], image)
+                pinned = pinned_tensor(image)  # the frame keeps this memory until collected
+                if pinned is None:
+                    if image.ctypes.data != slot.np_in[j].ctypes.data:
+                        np.copyto(slot.np_in[j], image)
+                    pinned = slot.host_in[j]
+                slot.sources.append(pinned)
             slot.stage_ms = (time.perf_counter() - t0) * 1e3
             self._launch(plan, slot, len(frames), masks)
             slot.pending = Pending(frames, slot, masks)
@@ -296,7 +336,8 @@ class CudaEngine:
         with torch.cuda.device(self.device), torch.inference_mode():
             ev["up0"].record(up)
             with torch.cuda.stream(up):
-                slot.dev_in[:count].copy_(slot.host_in[:count], non_blocking=True)
+                for j, source in enumerate(slot.sources):
+                    slot.dev_in[j].copy_(source, non_blocking=True)
             ev["up1"].record(up)
             comp.wait_event(ev["up1"])
             ev["comp0"].record(comp)
@@ -328,7 +369,7 @@ class CudaEngine:
         post = ev["down0"].elapsed_time(ev["down1"]) + copy_ms
         for frame in pending.frames:
             frame.timings.update(preprocess=pre, infer=infer, postprocess=post)
-        slot.pending, pending.done = None, True
+        slot.pending, pending.done, slot.sources = None, True, []
 
     def collect(self, pending: Pending) -> list[Frame]:
         """Wait for a submitted batch; sets ``prob``, ``mask`` and timings on its frames."""
@@ -348,11 +389,21 @@ class CudaEngine:
         """Sets ``frame.prob`` and ``frame.mask`` (H×W uint8 0/1, made on the GPU)."""
         self._run(frames, masks=True)
 
+    def predict_async(self, frames: list[Frame], *, masks: bool = False) -> InFlight:
+        """Start :meth:`predict` on ``frames`` and return at once; ``collect()`` on the result.
+
+        The pipeline starts frame n+1 this way before it finishes frame n, so the upload and
+        the network of one frame overlap the host work (smoothing, render, output) of the other.
+        A frame's picture must stay unchanged until then (pooled pictures are never reused
+        while a frame refers to them).
+        """
+        with self._lock:
+            batches = [self.submit(chunk, masks=masks) for chunk in chunks(frames, self.batch)]
+        return InFlight(self, batches)
+
     def _run(self, frames: list[Frame], *, masks: bool) -> None:
         with self._lock:
-            pending = [self.submit(chunk, masks=masks) for chunk in chunks(frames, self.batch)]
-            for p in pending:
-                self.collect(p)
+            self.predict_async(frames, masks=masks).collect()
 
     def close(self) -> None:
         """Finish what is in flight and free the plans (buffers and graphs)."""

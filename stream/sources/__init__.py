@@ -1,22 +1,47 @@
 """Sources: where frames come from, each read by its own capture thread.
 
 ``file`` (PyAV decoding, lossless or paced like a camera), ``camera`` (OpenCV capture with
-reconnection), ``loop`` (a file played forever, for the soak), and :func:`open_source`, which
-opens whichever the user named.
+reconnection), ``loop`` (a file played forever, for the soak), ``memory`` (pictures already in
+memory, played like a file or a camera: benchmarks), ``pool`` (the reused, possibly pinned,
+buffers a source lands its pictures in), and :func:`open_source`, which opens whichever the
+user named.
+
+The members that decode files need PyAV; they are imported on first use, so that a machine
+without PyAV (a GPU machine running the benchmark on frames in memory) can import the rest.
 """
+
+from importlib import import_module
 
 from stream.sources.base import Source, is_camera_spec
 from stream.sources.camera import CameraSource
-from stream.sources.factory import open_source
-from stream.sources.file import SAMPLE, FileSource
-from stream.sources.loop import LoopingSource
+from stream.sources.memory import MemorySource
+from stream.sources.pool import FramePool
+
+_NEED_PYAV = {
+    "SAMPLE": "stream.sources.file",
+    "FileSource": "stream.sources.file",
+    "LoopingSource": "stream.sources.loop",
+    "open_source": "stream.sources.factory",
+}
 
 __all__ = [
     "SAMPLE",
     "CameraSource",
     "FileSource",
+    "FramePool",
     "LoopingSource",
+    "MemorySource",
     "Source",
     "is_camera_spec",
     "open_source",
 ]
+
+
+def __getattr__(name: str):
+    """The members that import PyAV, imported when first asked for (PEP 562)."""
+    module = _NEED_PYAV.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value

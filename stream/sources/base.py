@@ -10,6 +10,9 @@ finally the ``EOS`` sentinel, whatever happens. A failure inside the thread is k
 Back-pressure is named per source: a camera uses ``latest`` (a slow consumer loses old frames,
 counted in ``stats()["dropped"]``), a file ``lossless`` (the decoder waits), or ``latest`` with
 ``realtime=True`` (the file is paced at its own rate, like a camera).
+
+A source given a :class:`~stream.sources.pool.FramePool` (``source.pool``, before ``start``)
+lands every picture in the pool's buffers on its capture thread: pinned memory for a GPU engine.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ from __future__ import annotations
 import re
 import threading
 
-from stream.frame import SourceInfo
+from stream.frame import Frame, SourceInfo
 from stream.queues import EOS, FrameQueue, Policy, Stopped
+from stream.sources.pool import FramePool
 
 CAMERA_PATH = re.compile(r"^/dev/video\d+$")
 
@@ -49,6 +53,17 @@ class Source:
         self.warnings: list[str] = []
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.pool: FramePool | None = None  # where pictures land (set before start), or None
+
+    def _put(self, frame: Frame, stop: threading.Event) -> None:
+        """Queue ``frame``, its picture first copied into the pool's memory when there is one.
+
+        The copy happens here, on the capture thread, so that the consumer (a GPU engine
+        uploading from pinned memory) does not pay it.
+        """
+        if self.pool is not None:
+            frame.image = self.pool.land(frame.image)
+        self.queue.put(frame, stop)
 
     def start(self, stop: threading.Event) -> None:
         """Start the capture thread; it ends at end of input, on error, or when ``stop`` is set."""

@@ -178,7 +178,7 @@ class CameraSource(Source):
             )
             if note is not None and now < note_until:
                 frame.notes["source"] = note
-            self.queue.put(frame, stop)
+            self._put(frame, stop)
             index += 1
 
     def _reconnect(self, stop: threading.Event) -> int | None:

@@ -124,7 +124,7 @@ class FileSource(Source):
                 capture_time=time.perf_counter(),
                 timings={"decode": decode_ms},
             )
-            self.queue.put(frame, stop)
+            self._put(frame, stop)
             index += 1
 
     def _decode(self) -> Iterator[tuple[np.ndarray, int]]:

@@ -51,7 +51,7 @@ class LoopingSource(Source):
                     last = item.pts
                     item.index, item.pts = index, offset + item.pts - first
                     item.capture_time = time.perf_counter()
-                    self.queue.put(item, stop)
+                    self._put(item, stop)
                     self._decoded += 1
                     index += 1
             finally:
