@@ -17,11 +17,12 @@
 #   bench  python -m stream.bench --device cuda, alone on the GPU (limit BENCH_S, 150 s;
 #          BENCH_ONLY picks its sections, e.g. model,preprocess,frame where PyAV is absent)
 #   train  scripts/gpu_train.py in the background for TRAIN_S seconds (default 300): later steps
-#          run beside it, so put bench first
+#          run beside it, so put bench first; INIT=weights/slsnet_isic2017.pt fine-tunes those
+#          weights (its candidate runs) instead of training from scratch
 #   tests  pytest -m cuda on the files that hold GPU tests (limit TESTS_S, 120 s)
-# At most 8 files come back under $OUT: env.txt, summary.txt, pytest_cuda.log, bench_cuda.json,
-# bench_cuda.log, train.tar.gz (logs, plans, curves of every run), main_best.pt,
-# main_last_generator.pt. A step that fails or times out is recorded and the next one runs.
+# At most 8 files come back under $OUT: summary.txt (the machine first), pytest_cuda.log,
+# bench_cuda.json, bench_cuda.log, train.tar.gz (logs, plans, curves of every run), and
+# main_best.pt + main_last_generator.pt, or each fine-tuning candidate's <name>_best.pt. A step that fails or times out is recorded and the next one runs.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 CARRY=${CARRY:-.gpu_carry}
@@ -81,8 +82,8 @@ run() {
       "$PYTHON" -c 'import cupy; print("cupy", cupy.__version__)' 2>&1
       "$PYTHON" -c 'import av; print("pyav", av.__version__, av.__file__)' 2>&1 | tail -1
       nproc
-    } > "$OUT/env.txt" 2>&1
-    cat "$OUT/env.txt"
+    } >> "$OUT/summary.txt" 2>&1
+    cat "$OUT/summary.txt"
   fi
   local steps=${STEPS:-tests bench} train_pid=""
   for s in $steps; do
@@ -100,7 +101,7 @@ run() {
         echo "== train (${TRAIN_S:-300} s, in the background)" | tee -a "$OUT/summary.txt"
         [ -n "${DRY:-}" ] && continue
         "$PYTHON" scripts/gpu_train.py --data "$carry/isic2017" --out /tmp/gpu_runs \
-          --seconds "${TRAIN_S:-300}" > "$OUT/train_driver.log" 2>&1 &
+          --seconds "${TRAIN_S:-300}" ${INIT:+--init "$INIT"} > "$OUT/train_driver.log" 2>&1 &
         train_pid=$! ;;
       tests)
         # only the files that hold GPU tests: the others need Gradio, Selenium or ONNX Runtime,
@@ -119,7 +120,10 @@ run() {
     wait "$train_pid"
     echo "   train: exit $?" | tee -a "$OUT/summary.txt"
     cat "$OUT/train_driver.log" >> "$OUT/summary.txt"
-    cp /tmp/gpu_runs/main/best.pt "$OUT/main_best.pt" 2>/dev/null
+    local run
+    for run in /tmp/gpu_runs/main /tmp/gpu_runs/ft_*; do  # not the comparisons' weights
+      [ -f "$run/best.pt" ] && cp "$run/best.pt" "$OUT/$(basename "$run")_best.pt"
+    done
     cp /tmp/gpu_runs/main/last_generator.pt "$OUT/main_last_generator.pt" 2>/dev/null
     (cd /tmp/gpu_runs && tar -czf "$OUT/train.tar.gz" --exclude='*.pt' .)
     rm -f "$OUT/train_driver.log"

@@ -12,6 +12,10 @@
 3. Starts every run as its own ``slsnet.train`` process at once, and stops any still running at
    the deadline (a stopped run keeps its last finished epoch).
 
+With ``--init WEIGHTS`` the runs continue from trained weights instead (fine-tuning, all at
+128 pixels, 60 % supervised then 40 % adversarial epochs): the candidates of
+:data:`FINETUNE`, side by side, each sized to the budget with :data:`SIDE_BY_SIDE` slack.
+
 ``--dry-run`` prints the plan from assumed rates without a GPU or data.
 """
 
@@ -45,6 +49,14 @@ COMPARISONS = {
     "warmup_gan": ["--schedule", "64:12:sup,128:2:sup,128:2:gan", "--low-res", "shrink"],
     "gan_only": ["--schedule", "64:8:gan,128:3:gan", "--low-res", "shrink"],
 }
+# Fine-tuning candidates from --init (their learning rate restarts on a cosine from these); two
+# seeds of one setting say how far seeds alone move val JSC.
+FINETUNE = {
+    "ft_lr1e-3": ["--lr", "1e-3", "--seed", "0"],
+    "ft_lr1e-3_seed1": ["--lr", "1e-3", "--seed", "1"],
+    "ft_lr3e-4": ["--lr", "3e-4", "--seed", "0"],
+}
+SIDE_BY_SIDE = 1.5  # assumed slow-down of each of three batch-64 runs on one GPU
 COMPARISON_IMAGES = 1000  # the first 1000 training images: relative answers at half the cost
 MAIN_EXTRA = ["--low-res", "shrink", "--zoom", "0.3", "--max-zoom", "3", "--zoom-aim", "lesion",
               "--rotate", "0.3"]
@@ -85,6 +97,25 @@ def main_schedule(budget_s: float, rates: dict, n_images: int) -> str:
     return ",".join(parts)
 
 
+def finetune_schedule(budget_s: float, rates: dict, n_images: int) -> str:
+    """128-pixel supervised then adversarial epochs (60/40) that fill ``budget_s`` side by side."""
+    parts = []
+    for kind, share in (("sup", 0.6), ("gan", 0.4)):
+        per_epoch = SIDE_BY_SIDE * n_images / rates[(128, kind)] + EPOCH_OVERHEAD_S
+        parts.append(f"128:{max(1, int(share * budget_s / per_epoch))}:{kind}")
+    return ",".join(parts)
+
+
+def plan_runs(plan: dict, init: Path | None) -> dict[str, list[str]]:
+    """Each run's own flags (after the common ones)."""
+    if init is not None:
+        return {name: ["--init", str(init), "--schedule", plan["finetune"], *MAIN_ARGS[:2],
+                       *extra, *MAIN_EXTRA] for name, extra in FINETUNE.items()}
+    return {"main": ["--schedule", plan["main"], *MAIN_ARGS, *MAIN_EXTRA],
+            **{k: [*v, *COMPARISON_ARGS, "--limit", str(COMPARISON_IMAGES)]
+               for k, v in COMPARISONS.items()}}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Plan, start and time-box the runs; writes ``plan.json`` into ``--out``."""
     p = argparse.ArgumentParser(description=__doc__,
@@ -93,8 +124,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seconds", type=float, required=True, help="wall-clock budget, all runs")
     p.add_argument("--images", type=int, default=2000, help="training images in --data")
+    p.add_argument("--init", type=Path, help="fine-tune these weights (the FINETUNE runs)")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
+    if args.init is not None and not args.dry_run and not args.init.is_file():
+        p.error(f"--init {args.init}: no such file")
     start = time.monotonic()
     if args.dry_run:
         rates = {(64, "sup"): 300.0, (64, "gan"): 240.0, (128, "sup"): 250.0,
@@ -102,21 +136,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rates = rates_on_gpu(args.data)
     left = args.seconds - (time.monotonic() - start)
-    comparisons = sum(cost(extra[1], rates, COMPARISON_IMAGES) for extra in COMPARISONS.values())
     main_budget = 0.85 * left  # 15 % kept for start-up and the last epoch
-    plan = {
-        "rates_images_per_s": {f"{s}:{k}": r for (s, k), r in rates.items()},
-        "budget_s": left, "comparisons_gpu_s": comparisons,
-        "main": main_schedule(max(main_budget, 60.0), rates, args.images),
-    }
+    plan: dict = {"rates_images_per_s": {f"{s}:{k}": r for (s, k), r in rates.items()},
+                  "budget_s": left}
+    if args.init is not None:
+        plan |= {"init": str(args.init),
+                 "finetune": finetune_schedule(max(main_budget, 60.0), rates, args.images)}
+    else:
+        plan |= {"comparisons_gpu_s": sum(cost(extra[1], rates, COMPARISON_IMAGES)
+                                          for extra in COMPARISONS.values()),
+                 "main": main_schedule(max(main_budget, 60.0), rates, args.images)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     print(json.dumps(plan, indent=2), flush=True)
     if args.dry_run:
         return 0
-    runs = {"main": ["--schedule", plan["main"], *MAIN_ARGS, *MAIN_EXTRA],
-            **{k: [*v, *COMPARISON_ARGS, "--limit", str(COMPARISON_IMAGES)]
-               for k, v in COMPARISONS.items()}}
+    runs = plan_runs(plan, args.init)
     procs = {}
     for name, extra in runs.items():
         cmd = [sys.executable, "-m", "slsnet.train", "--data", str(args.data),

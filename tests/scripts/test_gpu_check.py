@@ -29,7 +29,8 @@ def test_dry_run_lists_only_the_gpu_test_files_and_the_benchmark(tmp_path):
     holding = {str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")
                if "mark.cuda" in p.read_text()}
     assert set(files) == holding
-    assert not (tmp_path / "env.txt").exists()  # the real run records the machine first
+    summary = (tmp_path / "summary.txt").read_text().splitlines()
+    assert summary and all(line.startswith("== ") for line in summary)  # the plan; nothing ran
 
 
 def test_unknown_step_is_an_error(tmp_path):
@@ -48,3 +49,22 @@ def test_training_plan_fills_the_budget_without_a_gpu(tmp_path):
         ("64", "sup"), ("128", "sup"), ("128", "gan")]
     assert all(int(epochs) >= 1 for _, epochs, _ in phases)
     assert 0 < plan["comparisons_gpu_s"] < plan["budget_s"]
+
+
+def test_fine_tuning_plan_continues_from_weights_at_128(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
+                           str(tmp_path), "--seconds", "400", "--init", "weights/x.pt",
+                           "--dry-run"], cwd=ROOT, text=True, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads((tmp_path / "plan.json").read_text())
+    phases = [p.split(":") for p in plan["finetune"].split(",")]
+    assert [(size, kind) for size, _, kind in phases] == [("128", "sup"), ("128", "gan")]
+    sup, gan = (int(epochs) for _, epochs, _ in phases)
+    assert sup > gan >= 1 and plan["init"] == "weights/x.pt" and "main" not in plan
+
+
+def test_fine_tuning_needs_weights_that_exist(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
+                           str(tmp_path), "--seconds", "400", "--init", "no/such.pt"],
+                          cwd=ROOT, text=True, capture_output=True, timeout=60)
+    assert proc.returncode == 2 and "no/such.pt: no such file" in proc.stderr
