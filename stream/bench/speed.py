@@ -31,7 +31,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from stream.bench.file_mode import file_section
 from stream.bench.frame_path import pipeline_rows
 from stream.bench.gpu import environment as gpu_environment
 from stream.bench.gpu import frame_rows, model_rows, preprocess_rows, reference_models
@@ -256,6 +255,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
         return preprocess_rows(device=device, size_wh=args.frame_size, size=args.size)
 
     def files() -> list[Row]:
+        # encoding needs PyAV: imported for this section only, so that a GPU machine without
+        # PyAV measures the others
+        from stream.bench.file_mode import file_section
+
         return file_section(generator, device=device, untrained=untrained, size_wh=clip_size,
                             frames=clip_frames, quick=quick, notes=notes)
 

@@ -3,13 +3,26 @@
 ``render`` (mask overlay and HUD), ``video`` (H.264 and lossless mask video), ``files`` (mask
 PNGs, the per-frame CSV, and :func:`open_sinks` for the CLI's flags), ``window`` (the OpenCV
 window and the :class:`Controls` it drives), ``base`` (what every sink shares).
+
+The members that encode video need PyAV; they are imported on first use, so that a machine
+without PyAV (a GPU machine benchmarking the pipeline on frames in memory) imports the rest.
 """
 
+from importlib import import_module
+
 from stream.outputs.base import PtsClock, Sink
-from stream.outputs.files import CsvSink, MaskDirSink, lesion_stats, open_sinks
 from stream.outputs.render import Renderer, file_hud_lines, hud_lines, smoothing_text
-from stream.outputs.video import MaskVideoSink, VideoSink, mask_255
 from stream.outputs.window import Controls, WindowSink, display_problem
+
+_NEED_PYAV = {
+    "CsvSink": "stream.outputs.files",
+    "MaskDirSink": "stream.outputs.files",
+    "lesion_stats": "stream.outputs.files",
+    "open_sinks": "stream.outputs.files",
+    "MaskVideoSink": "stream.outputs.video",
+    "VideoSink": "stream.outputs.video",
+    "mask_255": "stream.outputs.video",
+}
 
 __all__ = [
     "Controls",
@@ -29,3 +42,13 @@ __all__ = [
     "open_sinks",
     "smoothing_text",
 ]
+
+
+def __getattr__(name: str):
+    """The members that import PyAV, imported when first asked for (PEP 562)."""
+    module = _NEED_PYAV.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
