@@ -96,6 +96,27 @@ def header(runtime) -> str:
     return text
 
 
+# The page times camera → shown with its own clock (performance.now() ms). GRAB_JS runs on each
+# frame just before the handler's inputs are gathered: the grab time travels with the frame.
+# SHOWN_JS runs when that time comes back with the frame's result; the result's picture is in the
+# <img> by then, and on screen at the first animation frame after it has loaded. It returns
+# "GRAB_MS LAG_MS" (nothing after 5 s: a hidden tab, a picture that never loaded), which goes
+# up with the next frame (stream.web.live.LiveSession.page_measured).
+GRAB_JS = "() => performance.now()"
+SHOWN_JS = """async (grabbed) => {
+  if (typeof grabbed !== 'number') return undefined;
+  const start = performance.now();
+  for (;;) {
+    await new Promise(requestAnimationFrame);
+    const img = document.querySelector('#live-output img');
+    if (img && img.complete && img.naturalWidth) {
+      const now = performance.now();
+      return `${grabbed} ${(now - grabbed).toFixed(1)}`;
+    }
+    if (performance.now() - start > 5000) return undefined;
+  }
+}"""
+
 LIVE_IDLE = ("**Not streaming.** Click the camera pane to allow the webcam, then press the "
              "record button under it; press stop to end. Settings apply from the next frame.")
 
@@ -121,16 +142,25 @@ def live_tab(runtime) -> None:
                           elem_id="live-hud")
     readout = gr.Markdown(LIVE_IDLE, elem_id="live-readout")
     session = gr.State(None)
+    # camera → shown, timed in the page (GRAB_JS, SHOWN_JS): the grab time, the grab time back
+    # with the result (in the page, though unseen, so that its change event fires), the lag
+    grabbed = gr.Number(visible=False)
+    returned = gr.Number(visible="hidden", elem_id="live-grabbed")
+    shown = gr.Textbox(visible=False)
+    streaming = {"stream_every": options.stream_every, "time_limit": options.time_limit}
+    # first on each frame, so that the handler gets this frame's grab time
+    camera.stream(None, js=GRAB_JS, outputs=grabbed, api_visibility="private", **streaming)
     camera.stream(
         functools.partial(browser_frame, runtime=runtime),
-        inputs=[camera, session, smooth, threshold, hud],
-        outputs=[output, readout, session],
-        stream_every=options.stream_every,
-        time_limit=options.time_limit,
+        inputs=[camera, session, smooth, threshold, hud, grabbed, shown],
+        outputs=[output, readout, session, returned],
         concurrency_limit=options.concurrency,
         show_progress="hidden",
         api_name="live",
+        **streaming,
     )
+    returned.change(None, js=SHOWN_JS, inputs=returned, outputs=shown, api_visibility="private",
+                    show_progress="hidden")
 
     def stopped(state):  # the browser says nothing when streaming stops: notice the silence
         text = stopped_readout(state)

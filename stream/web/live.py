@@ -6,14 +6,19 @@ frame counter and its meters. All sessions share the one engine of the process t
 own :class:`~stream.segmenter.Segmenter` (smoother, threshold, renderer, meters).
 
 The server sees a webcam frame only when it arrives, and its result leaves the server well before
-the page shows it: upload, Gradio's queue, download and display are outside what it can time. The
-readout therefore calls its number what it is, the server's time from a frame's arrival to its
-result, and says that the picture trails the camera by more (on 2026-12-04, with the CPU loaded,
-the page showed frames 2 to 11 camera frames behind while the server's part was 30-60 ms).
+the page shows it: upload, Gradio's queue, download and display are outside what it can time
+(on 2026-12-04, with the CPU loaded, the page showed frames 2 to 11 camera frames behind while
+the server's part was 30-60 ms). So the page times the whole trip with its own clock
+(``performance.now()``, :mod:`stream.web.app`): the time it grabbed a frame off the camera goes up
+with the frame, comes back with its result, and once that result is on screen the page sends
+"grab time, lag" up with a later frame. :meth:`LiveSession.page_measured` keeps those lags, and the
+readout leads with them (camera → shown), the server's own part after them.
 """
 
 from __future__ import annotations
 
+import collections
+import math
 import threading
 import time
 from fractions import Fraction
@@ -27,11 +32,12 @@ from stream.frame import Frame
 from stream.outputs import Renderer, smoothing_text
 from stream.segmenter import Segmenter
 from stream.sources import is_camera_spec
-from stream.stats import E2E, PipelineStats, Snapshot
+from stream.stats import E2E, PipelineStats, Snapshot, percentiles
 
 BROWSER_TIME_BASE = Fraction(1, 1000)  # browser frames carry no PTS; sinks would use ms
 IDLE_RESET_S = 10.0  # a pause this long (stream stopped, restarted later) is a cut
 STOPPED_AFTER_S = 1.5  # no frame for this long: the stream was stopped (or its time ran out)
+SHOWN_WINDOW = 60  # camera → shown lags the readout covers (as many as the server's samples)
 
 
 class LiveSession:
@@ -55,6 +61,8 @@ class LiveSession:
         self.last_arrival: float | None = None
         self.size_wh: tuple[int, int] | None = None
         self.notes: dict = {}  # the last frame's notes (smoothing mode, keyframe interval)
+        self.shown: collections.deque[float] = collections.deque(maxlen=SHOWN_WINDOW)  # ms
+        self.shown_grab: float | None = None  # the page's grab time of the last lag kept
 
     @property
     def smoother(self):
@@ -68,7 +76,24 @@ class LiveSession:
     def adopt(self, old: LiveSession) -> None:
         """Continue ``old``'s counters and meters (the settings changed mid-stream)."""
         self.stats, self.index, self.last_arrival = old.stats, old.index, old.last_arrival
+        self.shown, self.shown_grab = old.shown, old.shown_grab
         self.segmenter.stats = old.stats
+
+    def page_measured(self, report: str | None) -> None:
+        """Keep a camera → shown lag the page measured: ``"GRAB_MS LAG_MS"``, each grab once.
+
+        The page sends its latest measurement with every frame until it has a newer one; anything
+        that is not two finite numbers with a lag of at least 0 is ignored (it is not a user's
+        input, and a client without the page's script sends nothing).
+        """
+        try:
+            grab, lag = (float(v) for v in (report or "").split())
+        except ValueError:
+            return
+        if not (math.isfinite(grab) and math.isfinite(lag) and lag >= 0) or grab == self.shown_grab:
+            return
+        self.shown_grab = grab
+        self.shown.append(lag)
 
     def next_frame(self, bgr: np.ndarray) -> Frame:
         """Wrap a browser frame, counting its arrival."""
@@ -86,20 +111,27 @@ class LiveSession:
 
 def readout(session: LiveSession, snapshot: Snapshot, engine_name: str,
             weights_note: str | None) -> str:
-    """The Markdown under the live video: the server's time, rates, settings.
+    """The Markdown under the live video: the lag the page measured, the server's part, settings.
 
-    The server's time runs from a frame's arrival to its result; the picture trails the camera by
-    more (module docstring), and the readout says so. With keyframe smoothing it says how few
+    The lag is the page's own (module docstring): from grabbing a frame off the camera to its
+    result on screen, over the last :data:`SHOWN_WINDOW` results it showed. The server's time
+    runs from a frame's arrival to its result. With keyframe smoothing the readout says how few
     frames the network sees.
     """
     stages = " · ".join(f"{s} {p50:.1f}" for s, (p50, _) in snapshot.latency.items() if s != E2E)
     e2e = snapshot.latency.get(E2E, (float("nan"), float("nan")))
     w, h = session.size_wh or (0, 0)
+    if session.shown:
+        p50, p95 = percentiles(session.shown, (50, 95))
+        lag = (f"**camera → shown p50 {p50:.0f} / p95 {p95:.0f} ms** over the last "
+               f"{len(session.shown)} results")
+    else:
+        lag = "**camera → shown: not measured yet**"
     text = (
-        f"**server p50 {e2e[0]:.0f} / p95 {e2e[1]:.0f} ms a frame** (arrival to result) · "
+        f"{lag}, timed in this page from grabbing a camera frame to showing its result · "
         f"{snapshot.processed_fps:.1f} fps  \n"
-        "the picture trails the camera by more: upload, queue, download and display are not "
-        "counted  \n"
+        f"server p50 {e2e[0]:.0f} / p95 {e2e[1]:.0f} ms a frame (arrival to result); the rest is "
+        "upload, queue, download and display  \n"
         f"per stage, p50 ms: {stages}  \n"
         f"frame {snapshot.frames} · {w}×{h} · {smoothing_text(session.notes)} · threshold "
         f"{session.threshold:.2f} · {engine_name}"
@@ -135,9 +167,11 @@ def browser_frame(
     mode: str,
     threshold: float,
     hud: bool,
+    grabbed: float | None = None,
+    shown: str | None = None,
     *,
     runtime,
-) -> tuple[np.ndarray | None, str, LiveSession | None]:
+) -> tuple[np.ndarray | None, str, LiveSession | None, float | None]:
     """Segment one webcam frame for one tab (the Live tab's stream handler).
 
     Args:
@@ -146,13 +180,15 @@ def browser_frame(
         mode: smoothing mode chosen in the page.
         threshold: threshold chosen in the page.
         hud: whether to draw the HUD into the frame.
+        grabbed: when the page grabbed this frame off the camera (its ``performance.now()`` ms).
+        shown: the page's latest camera → shown measurement (:meth:`LiveSession.page_measured`).
         runtime: the process's :class:`stream.web.runtime.Runtime`.
 
     Returns:
-        (overlaid H×W×3 uint8 RGB, readout Markdown, the session to keep).
+        (overlaid H×W×3 uint8 RGB, readout Markdown, the session to keep, ``grabbed`` back).
     """
     if rgb is None:
-        return None, "waiting for the camera…", session
+        return None, "waiting for the camera…", session, None
     engine = runtime.engine
     if session is None or not session.matches(mode, threshold):
         rate = (session.stats.processed.rate() or 10.0) if session else 10.0
@@ -160,6 +196,7 @@ def browser_frame(
         if session is not None:
             fresh.adopt(session)
         session = fresh
+    session.page_measured(shown)
     bgr = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2BGR)
     frame = session.next_frame(bgr)
     session.size_wh = frame.size_wh
@@ -168,7 +205,8 @@ def browser_frame(
     session.notes = frame.notes
     snapshot = session.stats.snapshot()
     out = cv2.cvtColor(frame.rendered, cv2.COLOR_BGR2RGB)
-    return out, readout(session, snapshot, engine.name, runtime.weights_note), session
+    text = readout(session, snapshot, engine.name, runtime.weights_note)
+    return out, text, session, grabbed
 
 
 class LatestFrame:

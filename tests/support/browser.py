@@ -3,7 +3,7 @@
 * :func:`write_y4m` writes the clip Chromium's fake camera plays (``--use-file-for-fake-video-
   capture``): a :func:`stream.bench.synth.sweep` over an ISIC image, each frame stamped with its
   index as a bar code in the bottom-right corner, so that the page can tell which camera frame a
-  returned frame came from (:data:`LIVE_PROBE_JS` decodes it in the browser).
+  returned frame came from (:mod:`support.live_page` decodes it in the browser).
 * :func:`demo_server` starts ``python demo.py --gradio`` on a free localhost port and stops it.
 * :func:`chromium` starts Chromium 15x from Debian (``/usr/bin/chromium`` driven by
   ``/usr/bin/chromedriver`` through Selenium; Selenium's own driver download is never used).
@@ -309,47 +309,3 @@ def element_png(driver, selector: str, path: Path) -> Path:
     """Screenshot of one element, for the README."""
     wait_for(driver, css(selector), what=selector).screenshot(str(path))
     return path
-
-
-# Installed into the page: every time the live output image loads, decode the bar code of the
-# returned frame and of the frame the camera shows right now, and log (time, out, now).
-LIVE_PROBE_JS = """
-const [outSel, camSel, bits, cell, margin] = arguments;
-if (window.__live) return true;
-window.__live = [];
-const canvas = document.createElement('canvas');
-const ctx = canvas.getContext('2d', {willReadFrequently: true});
-function decode(el, w, h) {
-  if (!w || !h) return -1;
-  canvas.width = w; canvas.height = h;
-  ctx.drawImage(el, 0, 0, w, h);
-  const x0 = w - bits * cell - margin, y0 = h - cell - margin;
-  let v = 0;
-  for (let b = 0; b < bits; b++) {
-    const p = ctx.getImageData(x0 + b * cell + cell / 2, y0 + cell / 2, 1, 1).data;
-    v = (v << 1) | ((0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2]) > 128 ? 1 : 0);
-  }
-  return v;
-}
-function sample(img) {
-  const cam = document.querySelector(camSel);
-  window.__live.push({
-    t: performance.now(), src: img.currentSrc,
-    out: decode(img, img.naturalWidth, img.naturalHeight),
-    cam: cam ? decode(cam, cam.videoWidth, cam.videoHeight) : -1,
-    w: img.naturalWidth, h: img.naturalHeight,
-  });
-}
-const seen = new WeakSet();
-function watch() {
-  for (const img of document.querySelectorAll(outSel)) {
-    if (seen.has(img)) continue;
-    seen.add(img);
-    img.addEventListener('load', () => sample(img));
-    if (img.complete && img.naturalWidth) sample(img);
-  }
-}
-new MutationObserver(watch).observe(document.body, {subtree: true, childList: true});
-watch();
-return true;
-"""

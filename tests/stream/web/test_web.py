@@ -271,11 +271,11 @@ def test_each_session_keeps_its_own_smoother_while_sharing_the_engine(engine, cl
     runtime = Runtime(engine, WebOptions())
     frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for _, img in decode_video(clip.path)][:4]
     try:
-        _, _, first = browser_frame(frames[0], None, "ema", 0.5, True, runtime=runtime)
-        _, text, second = browser_frame(frames[0], None, "ema", 0.3, False, runtime=runtime)
+        _, _, first, _ = browser_frame(frames[0], None, "ema", 0.5, True, runtime=runtime)
+        _, text, second, _ = browser_frame(frames[0], None, "ema", 0.3, False, runtime=runtime)
         # when only the first session goes on
         for rgb in frames[1:]:
-            out, _, first = browser_frame(rgb, first, "ema", 0.5, True, runtime=runtime)
+            out, _, first, _ = browser_frame(rgb, first, "ema", 0.5, True, runtime=runtime)
         # then each has its own smoother, counters and threshold; the engine's is unchanged
         assert first.smoother is not second.smoother
         assert first.stats.frames_in == 4 and second.stats.frames_in == 1
@@ -283,40 +283,58 @@ def test_each_session_keeps_its_own_smoother_while_sharing_the_engine(engine, cl
         assert runtime.engine.threshold == engine.threshold
         assert out.shape == frames[0].shape
         # and a new threshold rebuilds only that session's smoother, keeping its counters
-        _, _, changed = browser_frame(frames[0], first, "ema", 0.7, True, runtime=runtime)
+        _, _, changed, _ = browser_frame(frames[0], first, "ema", 0.7, True, runtime=runtime)
         assert changed.smoother is not first.smoother and changed.stats.frames_in == 5
     finally:
         runtime.close()
 
 
 @pytest.mark.timeout(60)
-def test_live_readout_names_the_servers_part_the_keyframes_and_the_stop(engine, clip):
+def test_live_readout_leads_with_the_pages_lag_then_the_servers_part(engine, clip):
     from support.media import decode_video
 
     from stream.web import Runtime, WebOptions
-    from stream.web.live import STOPPED_AFTER_S, browser_frame, stopped_readout
+    from stream.web.live import SHOWN_WINDOW, STOPPED_AFTER_S, browser_frame, stopped_readout
 
-    # given a tab streaming with keyframe smoothing
+    # given a tab streaming with keyframe smoothing, whose page has timed nothing yet
     runtime = Runtime(engine, WebOptions())
     frames = [cv2.cvtColor(img, cv2.COLOR_BGR2RGB) for _, img in decode_video(clip.path)][:5]
     try:
-        session = None
-        for rgb in frames:
-            _, text, session = browser_frame(rgb, session, "keyframe", 0.5, False,
-                                             runtime=runtime)
-        # then the readout names its number as the server's part only, says that the picture
-        # trails the camera by more, and that the network sees only keyframes
+        _, text, session, back = browser_frame(frames[0], None, "keyframe", 0.5, False, 1000.0,
+                                               None, runtime=runtime)
+        # then the frame's grab time comes back, and the readout says the lag is not measured
+        assert back == 1000.0
+        assert "camera → shown: not measured yet" in text
+        # when the page reports its camera → shown lags, each with the next frame (the latest
+        # one again until it has a newer one), and junk from a client without the page's script
+        reports = ["1000.0 120.5", "1050.0 180.0", "1050.0 180.0", "oops", "1100.0 -3", None,
+                   "1100.0 150.0"]
+        for rgb, report in zip(frames[1:] * 2, reports, strict=False):
+            _, text, session, _ = browser_frame(rgb, session, "keyframe", 0.5, False, None,
+                                                report, runtime=runtime)
+        # then the readout leads with their percentiles, each grab counted once
+        assert list(session.shown) == [120.5, 180.0, 150.0]
+        assert "camera → shown p50 150 / p95 177 ms** over the last 3 results" in text
+        assert "timed in this page" in text
+        # and names the server's number as its part only, and that the network sees keyframes
         assert "server p50" in text and "arrival to result" in text
-        assert "trails the camera by more" in text and "latency" not in text
+        assert "the rest is upload, queue, download and display" in text
         interval = session.notes["keyframe_interval"]
         assert f"the network runs on 1 frame in {interval} (keyframes)" in text
+        # and a new threshold keeps the page's lags, which cover the last SHOWN_WINDOW results
+        for k in range(SHOWN_WINDOW + 5):
+            _, text, session, _ = browser_frame(frames[0], session, "keyframe", 0.4, False,
+                                                None, f"{2000 + k} 99", runtime=runtime)
+        assert len(session.shown) == SHOWN_WINDOW and 120.5 not in session.shown
+        assert f"p50 99 / p95 99 ms** over the last {SHOWN_WINDOW} results" in text
         # and while frames come there is no stopped state; once they stop, the readout says so
         assert stopped_readout(session) is None
         later = session.last_arrival + STOPPED_AFTER_S + 0.1
-        assert stopped_readout(session, now=later).startswith(f"**Stopped** after {len(frames)}")
+        count = session.index
+        assert stopped_readout(session, now=later).startswith(f"**Stopped** after {count}")
         assert stopped_readout(None) is None
         # and without keyframes there is no keyframe note
-        _, text, _ = browser_frame(frames[0], None, "ema", 0.5, False, runtime=runtime)
+        _, text, _, _ = browser_frame(frames[0], None, "ema", 0.5, False, runtime=runtime)
         assert "keyframes" not in text
     finally:
         runtime.close()

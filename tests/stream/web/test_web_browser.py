@@ -12,16 +12,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import urllib.request
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 from support.browser import (
-    BITS,
     CELL,
-    LIVE_PROBE_JS,
     MARGIN,
     camera_clip,
     chromium,
@@ -30,10 +26,19 @@ from support.browser import (
     have_chromium,
     isic_pair,
     open_tab,
-    read_stamp,
     sweep_frames,
     wait_for,
     write_mp4,
+)
+from support.live_page import (
+    next_frame_after,
+    page_lags_ms,
+    probe_log,
+    readout,
+    readout_frame,
+    readout_lag,
+    round_trip,
+    start_probe,
 )
 from support.media import write_text_as_video
 
@@ -44,7 +49,12 @@ pytestmark = [
 pytest.importorskip("selenium")
 
 TINT_RED_GAIN = 12  # the lesion tint raises red by ~20 (skin) to ~50 (lesion) levels
-MEASURED: dict[str, float] = {}  # server CPU time and frame count when streaming started
+MEASURED: dict[str, float] = {}  # CPU time and frame count at the start; the lag compared
+LAG_RESULTS = 20  # results the readout's camera → shown covers before it is compared
+# The readout, the grab time of the frame whose result brought it, and the probe's log
+LAG_AT_ONE_MOMENT_JS = """return [document.querySelector('#live-readout').innerText,
+                                 document.querySelector('#live-grabbed input').value,
+                                 window.__live]"""
 
 
 def cpu_seconds(pid: int) -> float:
@@ -115,10 +125,6 @@ def text_of(driver, selector: str) -> str:
     return driver.find_element("css selector", selector).text.replace("\n", "")
 
 
-def readout(driver) -> str:
-    return driver.find_element("css selector", "#live-readout").text
-
-
 LABEL_OVERLAP_JS = """
 const [pane, media] = arguments;
 const label = document.querySelector(pane + ' [data-testid="block-label"]');
@@ -138,44 +144,12 @@ def label_overlap(driver, pane: str, media: str) -> float:
     return area
 
 
-def output_frame(driver, server) -> np.ndarray:
-    """The frame the Live tab shows now, fetched from the server as the browser did."""
-    src = driver.execute_script("return document.querySelector('#live-output img')?.src")
-    assert src and src.startswith(server.url)
-    with urllib.request.urlopen(src, timeout=10) as response:
-        data = np.frombuffer(response.read(), np.uint8)
-    return cv2.imdecode(data, cv2.IMREAD_COLOR)
-
-
 def tint_fraction(out: np.ndarray, sent: np.ndarray) -> float:
     """Share of pixels that the lesion tint reddened, below the HUD and beside the bar code."""
     h, w = out.shape[:2]
     region = (slice(h // 4, h - CELL - 3 * MARGIN), slice(0, w))
     gain = out[region][..., 2].astype(int) - sent[region][..., 2].astype(int)
     return float(np.mean(gain > TINT_RED_GAIN))
-
-
-def next_frame_after(driver, server, clip, start: float, timeout: float = 40.0):
-    """The first returned frame that the page received after ``start`` (performance.now ms)."""
-    def newer(d):
-        return d.execute_script("return window.__live.filter(s => s.t > arguments[0]"
-                                " && s.out >= 0).length", start) > 0
-
-    wait_for(driver, newer, timeout=timeout, what="a returned frame")
-    out = output_frame(driver, server)
-    index = read_stamp(out)
-    assert 0 <= index < len(clip.frames), index
-    return out, clip.frames[index]
-
-
-def round_trip(samples: list[dict], clip) -> dict:
-    """FPS and glass-to-glass latency from the page's log of returned frames."""
-    frames = [s for s in samples if 0 <= s["out"] < len(clip.frames) and s["cam"] >= 0]
-    span_s = (frames[-1]["t"] - frames[0]["t"]) / 1e3
-    latency_ms = [((s["cam"] - s["out"]) % len(clip.frames)) * 1e3 / clip.fps for s in frames]
-    return {"frames": len(frames), "fps": (len(frames) - 1) / span_s,
-            "latency_p50_ms": float(np.percentile(latency_ms, 50)),
-            "latency_p95_ms": float(np.percentile(latency_ms, 95))}
 
 
 @pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
@@ -187,16 +161,13 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
     wait_for(page, css("#live-camera button"), what="the webcam button").click()
     record = wait_for(page, css("#live-camera button[aria-label='capture photo']"), timeout=30,
                       what="the record button")
-    page.execute_script(LIVE_PROBE_JS, "#live-output img", "#live-camera video", BITS, CELL,
-                        MARGIN)
+    start_probe(page)
     record.click()
     # then overlaid frames come back, and the FPS readout counts them
-    wait_for(page, lambda d: re.search(r"frame (\d+)", readout(d)), timeout=45,
-             what="the first returned frame")
-    first = int(re.search(r"frame (\d+)", readout(page)).group(1))
+    wait_for(page, lambda d: readout_frame(d) >= 0, timeout=45, what="the first returned frame")
+    first = readout_frame(page)
     MEASURED.update(cpu=cpu_seconds(server.proc.pid), frame=first)
-    wait_for(page, lambda d: int(re.search(r"frame (\d+)", readout(d)).group(1)) >= first + 3,
-             timeout=45, what="three more frames")
+    wait_for(page, lambda d: readout_frame(d) >= first + 3, timeout=45, what="three more frames")
     text = readout(page)
     assert float(re.search(r"· ([\d.]+) fps", text).group(1)) > 0
     assert "threshold 0.05" in text and "per stage" in text and "infer" in text
@@ -213,6 +184,30 @@ def test_live_tab_overlays_the_lesion_and_updates_the_readout(page, server, clip
 
 
 @pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
+def test_live_readout_reports_the_lag_the_page_shows(page, clip):
+    # given the Live tab streaming the clip (the test above started it), frame numbers drawn in
+    # when the page has timed camera → shown for enough results
+    def counted(d):
+        return (readout_lag(readout(d)) or (0, 0, 0))[2] >= LAG_RESULTS
+
+    wait_for(page, counted, timeout=120, what=f"camera → shown over {LAG_RESULTS} results")
+    text, grabbed, samples = page.execute_script(LAG_AT_ONE_MOMENT_JS)
+    p50, p95, results = readout_lag(text)
+    # then its p50 is the lag the page shows over the same results (the camera's frame on screen
+    # minus the frame in the shown result), to within one frame period of the clip: the results
+    # shown before the page grabbed the frame whose result brought this readout
+    shown = page_lags_ms([s for s in samples if s["t"] < float(grabbed)][-results:], clip)
+    assert len(shown) >= LAG_RESULTS // 2, samples[-results:]
+    MEASURED.update(lag_results=results, lag_readout_p50_ms=p50, lag_readout_p95_ms=p95,
+                    lag_page_p50_ms=float(np.percentile(shown, 50)),
+                    lag_page_p95_ms=float(np.percentile(shown, 95)))
+    assert abs(p50 - MEASURED["lag_page_p50_ms"]) <= 1e3 / clip.fps, (text, shown)
+    # and the server's own part, named as such, is a part of it
+    server_p50 = float(re.search(r"server p50 (\d+) / p95 \d+ ms a frame", text).group(1))
+    assert server_p50 <= p50 <= p95, text
+
+
+@pytest.mark.timeout(240, func_only=True)  # a hang guard above the waits inside
 def test_live_threshold_applies_to_the_next_frames(page, server, clip, shots):
     # given a running stream at threshold 0.05
     out, sent = next_frame_after(page, server, clip, 0)
@@ -225,16 +220,17 @@ def test_live_threshold_applies_to_the_next_frames(page, server, clip, shots):
     out, sent = next_frame_after(page, server, clip, now)
     assert tint_fraction(out, sent) < low
     # and the page measured the round trip (numbers for docs/benchmarks.md)
-    numbers = round_trip(page.execute_script("return window.__live"), clip)
+    numbers = round_trip(probe_log(page), clip)
     assert numbers["frames"] >= 3 and numbers["fps"] > 0
-    served = int(re.search(r"frame (\d+)", readout(page)).group(1)) - MEASURED["frame"]
+    served = readout_frame(page) - MEASURED["frame"]
     numbers["server_cpu_s_per_frame"] = (cpu_seconds(server.proc.pid) - MEASURED["cpu"]) / served
     numbers["load_average"] = os.getloadavg()[0]
-    # and the readout does not pass the server's part off as the lag the page shows
+    # and the readout leads with the lag the page timed, the server's part after it
     text = readout(page)
     server_ms = re.search(r"server p50 (\d+) / p95 (\d+) ms a frame", text)
-    assert server_ms and "trails the camera by more" in text, text
+    assert server_ms and "the rest is upload, queue, download and display" in text, text
     numbers["readout_server_p50_ms"] = float(server_ms.group(1))
+    numbers.update({k: v for k, v in MEASURED.items() if k.startswith("lag_")})
     if "keyframe" in readout(page):  # auto on the CPU: the page says the network skips frames
         assert "the network runs on 1 frame in" in readout(page)
     (shots / "live_round_trip.json").write_text(json.dumps(numbers, indent=1))
