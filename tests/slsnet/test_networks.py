@@ -145,7 +145,7 @@ def test_fused_pam_in_half_is_within_the_fp16_tolerance(device):
     # when the fused attention runs in half precision
     with torch.inference_mode():
         half = pam.half().to(device)(x.half().to(device)).float().cpu()
-        pam.float()
+        pam.float().cpu()  # the reference runs on the CPU, in float64
         # then it is as close to the formula (float64, inputs and weights rounded to fp16 as
         # the half run sees them) as fp16 arithmetic allows
         ref = pam_reference(pam.half().double(), round_fp16(x).double()).float()

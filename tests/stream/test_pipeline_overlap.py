@@ -169,11 +169,11 @@ def test_cuda_pipeline_lands_in_pinned_memory_and_matches_one_frame_at_a_time():
     run(engine, source, [keeper])
     assert len(keeper.frames) == 40
     assert all(pinned_tensor(f.image) is not None for f in keeper.frames[:8])  # landed, pinned
-    for frame in keeper.frames:
+    for frame, seen in zip(keeper.frames, keeper.seen, strict=True):
         alone = Frame(images[frame.index % len(images)].copy(), frame.index, None,
                       frame.time_base, 0.0)
         engine.predict([alone])  # pageable memory, staged: the same numbers
         # the same engine, graph and input: only the copy's route differs (pinned vs staged)
         assert np.abs(frame.prob - alone.prob).max() <= 1e-6, f"frame {frame.index}"
-        assert np.array_equal(frame.image, keeper.seen[keeper.frames.index(frame)])
+        assert np.array_equal(frame.image, seen), f"frame {frame.index} was overwritten"
     engine.close()
