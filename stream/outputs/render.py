@@ -76,8 +76,14 @@ def smoothing_text(notes: dict) -> str:
 
 
 def hud_lines(snapshot: Snapshot, *, device: str, untrained: bool, status: str | None = None,
-              notes: dict | None = None) -> list[tuple[str, tuple[int, int, int]]]:
-    """The HUD's text, line by line, each with its colour (BGR); ``notes`` are the frame's."""
+              notes: dict | None = None,
+              latency: str = "latency") -> list[tuple[str, tuple[int, int, int]]]:
+    """The HUD's text, line by line, each with its colour (BGR); ``notes`` are the frame's.
+
+    ``latency`` names the end-to-end figure: "latency" where the pipeline took the frame from
+    the camera itself, "server" where the frame came over a network (the web demo's Live tab,
+    whose page measures the whole round trip itself).
+    """
     lines: list[tuple[str, tuple[int, int, int]]] = []
     if untrained:
         lines.append(("UNTRAINED WEIGHTS - masks are meaningless", WARN_BGR))
@@ -89,7 +95,7 @@ def hud_lines(snapshot: Snapshot, *, device: str, untrained: bool, status: str |
                   f" fps  dropped {snapshot.dropped}", TEXT_BGR))
     e2e = snapshot.latency.get(E2E)
     if e2e is not None:
-        lines.append((f"latency p50 {_ms(e2e[0])} / p95 {_ms(e2e[1])} ms", TEXT_BGR))
+        lines.append((f"{latency} p50 {_ms(e2e[0])} / p95 {_ms(e2e[1])} ms", TEXT_BGR))
     stages = [(s, v) for s, v in snapshot.latency.items() if s != E2E]
     for start in range(0, len(stages), 3):  # three stages a line keeps lines short
         part = "  ".join(f"{STAGE_LABELS.get(s, s)} {_ms(p50)}/{_ms(p95)}"
@@ -158,13 +164,15 @@ class Renderer:
         mask: draw the mask (the window's m key toggles it).
         offline_fps: a recording's own frame rate: draw the offline HUD (:func:`file_hud_lines`)
             instead of the live one (None: live, as the command line's window and outputs).
+        latency: the live HUD's name for the end-to-end figure (see :func:`hud_lines`).
     """
 
     OFFLINE_SIZE = 0.7  # the offline HUD's text size relative to the live one
 
     def __init__(self, *, device: str, untrained: bool = False, hud: bool = True,
-                 mask: bool = True, offline_fps: float | None = None) -> None:
-        self.device = device
+                 mask: bool = True, offline_fps: float | None = None,
+                 latency: str = "latency") -> None:
+        self.device, self.latency = device, latency
         self.offline_fps = offline_fps
         self.untrained = untrained
         self.show_hud = hud
@@ -192,7 +200,7 @@ class Renderer:
                      size=self.OFFLINE_SIZE)
         elif self.show_hud and snapshot is not None:
             draw_hud(out, hud_lines(snapshot, device=self.device, untrained=self.untrained,
-                                    status=status, notes=frame.notes))
+                                    status=status, notes=frame.notes, latency=self.latency))
         elif self.untrained:  # even without the HUD, random weights are never shown silently
             draw_hud(out, [("UNTRAINED WEIGHTS", WARN_BGR)])
         return out

@@ -53,7 +53,9 @@ class LiveSession:
     def __init__(self, mode: str, threshold: float, *, engine, fps: float = 10.0) -> None:
         self.mode, self.threshold = mode, threshold
         self.stats = PipelineStats(window=60, history=600)  # a tab may stream for hours
-        renderer = Renderer(device=engine.name, untrained=engine.untrained)
+        # the frame's time before it reached the server is the page's to measure: the HUD's
+        # figure is the server's part only, and says so
+        renderer = Renderer(device=engine.name, untrained=engine.untrained, latency="server")
         # the browser waits for each answer, so the network runs in the handler (no thread)
         self.segmenter = Segmenter.build(engine, mode, live=True, fps=fps, threshold=threshold,
                                          renderer=renderer, stats=self.stats)

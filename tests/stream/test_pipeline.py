@@ -254,6 +254,15 @@ def test_hud_names_the_smoothing_mode_and_the_keyframe_interval():
     assert hud_lines(snap, device="cpu fp32", untrained=False)[0][0] == "device cpu fp32"
 
 
+def test_hud_names_whose_latency_it_shows():
+    snap = Snapshot(30.0, 29.5, {E2E: (40.0, 60.0)}, 0, 10)
+    camera = [t for t, _ in hud_lines(snap, device="cpu fp32", untrained=False)]
+    assert "latency p50 40 / p95 60 ms" in camera
+    # the web demo's Live tab: frames come over the network, the server's part only
+    served = [t for t, _ in hud_lines(snap, device="cpu fp32", untrained=False, latency="server")]
+    assert "server p50 40 / p95 60 ms" in served and not any("latency" in t for t in served)
+
+
 def test_a_recordings_hud_says_file_numbers_in_a_smaller_box():
     # given a 640×480 frame of a 30 fps file processed at 5.4 frames/s, 150 ms in the network
     snap = Snapshot(5.4, 5.4, {"preprocess": (5.0, 6.0), "infer": (140.0, 150.0),

@@ -282,6 +282,8 @@ def test_each_session_keeps_its_own_smoother_while_sharing_the_engine(engine, cl
         assert "threshold 0.30" in text and first.threshold == 0.5
         assert runtime.engine.threshold == engine.threshold
         assert out.shape == frames[0].shape
+        # the HUD on the returned frames names its figure as the server's part of the trip
+        assert first.segmenter.renderer.latency == "server"
         # and a new threshold rebuilds only that session's smoother, keeping its counters
         _, _, changed, _ = browser_frame(frames[0], first, "ema", 0.7, True, runtime=runtime)
         assert changed.smoother is not first.smoother and changed.stats.frames_in == 5
