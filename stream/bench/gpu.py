@@ -18,7 +18,9 @@ from torch import nn
 
 from stream.bench.measure import Row, Timing, latencies, throughput
 from stream.engines.cuda import CudaEngine
-from stream.engines.gpu_kernels import CupyKernels, TorchKernels, input_taps
+from stream.engines.gpu_kernels import CupyKernels
+from stream.engines.resample import input_taps
+from stream.engines.torch_kernels import TorchKernels
 from stream.frame import Frame
 
 MODES = (("fp32", False), ("fp16", False), ("fp16", True))  # (precision, graph)

@@ -38,7 +38,9 @@ import numpy as np
 import torch
 
 from slsnet.generator import Generator
-from stream.engines.gpu_kernels import CupyKernels, TorchKernels, input_taps, output_taps
+from stream.engines.gpu_kernels import CupyKernels
+from stream.engines.resample import input_taps, output_taps
+from stream.engines.torch_kernels import TorchKernels
 from stream.errors import EngineError
 from stream.frame import Frame
 

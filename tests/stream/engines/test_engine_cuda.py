@@ -23,7 +23,7 @@ import torch
 from support.half import fp16_tolerance
 
 from slsnet import build_generator
-from stream.engines.gpu_kernels import mask_reference, preprocess_reference
+from stream.engines.resample import mask_reference, preprocess_reference
 from stream.frame import Frame
 
 

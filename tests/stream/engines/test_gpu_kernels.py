@@ -20,8 +20,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.engines.gpu_kernels import (
-    TorchKernels,
+from stream.engines.gpu_kernels import _MASK_SOURCE, _SOURCE, CupyKernels, StreamHandle
+from stream.engines.postprocess import prob_to_mask
+from stream.engines.preprocess import to_input_tensor
+from stream.engines.resample import (
+    NORM_BIAS,
+    NORM_SCALE,
     area_taps,
     input_taps,
     linear_taps,
@@ -30,8 +34,7 @@ from stream.engines.gpu_kernels import (
     preprocess_reference,
     upsample_reference,
 )
-from stream.engines.postprocess import prob_to_mask
-from stream.engines.preprocess import to_input_tensor
+from stream.engines.torch_kernels import TorchKernels
 
 GREY = 2 / 255  # one grey level after normalisation to [-1, 1]
 AREA_SIZES = [(1920, 1080), (640, 480), (333, 200), (128, 128), (129, 130), (3840, 2160)]
@@ -159,8 +162,6 @@ def test_torch_kernels_postprocess_equals_reference():
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 1e-5), (torch.float16, 1e-3),
                                        (torch.bfloat16, 8e-3)])
 def test_cupy_preprocess_equals_reference(dtype, tol):
-    from stream.engines.gpu_kernels import CupyKernels
-
     # given three 1080p frames; the output poisoned with NaN, in the engine's layout
     dev = torch.device("cuda")
     frames = bgr((1920, 1080), seed=5, n=3)
@@ -182,8 +183,6 @@ def test_cupy_preprocess_equals_reference(dtype, tol):
 @pytest.mark.cuda
 @pytest.mark.parametrize("size_wh", [(1920, 1080), (333, 200), (100, 80)])
 def test_cupy_postprocess_equals_reference(size_wh):
-    from stream.engines.gpu_kernels import CupyKernels
-
     dev = torch.device("cuda")
     w, h = size_wh
     probs = np.stack([smooth_prob(seed=7), smooth_prob(seed=8)])
@@ -202,16 +201,12 @@ def test_cupy_postprocess_equals_reference(size_wh):
 
 
 def test_stream_handle_speaks_the_cuda_stream_protocol():
-    from stream.engines.gpu_kernels import StreamHandle
-
     assert StreamHandle(0x7F00_1234).__cuda_stream__() == (0, 0x7F00_1234)
 
 
 @pytest.mark.cuda
 def test_cupy_launches_on_torch_streams_without_deprecated_api():
     import warnings
-
-    from stream.engines.gpu_kernels import CupyKernels
 
     # given a side stream of torch's
     dev = torch.device("cuda")
@@ -279,8 +274,6 @@ def host_kernels(tmp_path_factory):
     import shutil
     import subprocess
 
-    from stream.engines.gpu_kernels import _MASK_SOURCE, _SOURCE
-
     cxx = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
     if cxx is None:
         pytest.skip("no C++ compiler to run the kernel source on the host")
@@ -309,8 +302,6 @@ def test_cuda_preprocess_source_equals_reference_on_the_host(host_kernels):
     tx, ty = input_taps((w, h), size)
     grid = ((size * size + block - 1) // block, 2)
     ll, i32, f32 = ctypes.c_longlong, ctypes.c_int, ctypes.c_float
-    from stream.engines.gpu_kernels import NORM_BIAS, NORM_SCALE
-
     # when the kernel source runs every (block, thread) of the launch
     host_kernels.run_preprocess(
         ctypes.c_uint(grid[0]), ctypes.c_uint(grid[1]), ctypes.c_uint(block), _ptr(frames),
