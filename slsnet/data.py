@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from slsnet.config import INPUT_MEAN, INPUT_STD
+from slsnet.geometry import lesion_centre
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 GAMMAS = (0.5, 1.0, 1.5)  # paper §4.3
@@ -131,12 +132,6 @@ def augment(
         lab[..., 0] = cv2.createCLAHE(clipLimit=clip, tileGridSize=(8, 8)).apply(lab[..., 0])
         image = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
-
-
-def lesion_centre(mask: np.ndarray) -> tuple[float, float] | None:
-    """(row, column) of the lesion pixels' mean in an H×W mask; None where there are none."""
-    ys, xs = np.nonzero(mask)
-    return (float(ys.mean()), float(xs.mean())) if len(ys) else None
 
 
 def zoom_crop(

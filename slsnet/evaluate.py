@@ -17,9 +17,10 @@ from rich.console import Console
 from rich.table import Table
 
 from slsnet.checkpoint import WeightsError, load_generator
-from slsnet.data import find_pairs, lesion_centre, read_mask, read_rgb
+from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import resolve_device
 from slsnet.generator import Generator
+from slsnet.geometry import lesion_centre
 from slsnet.inference import predict_net, resize_prob, resize_to_input
 from slsnet.metrics import METRICS, MetricAccumulator
 from slsnet.overlays import draw_grid

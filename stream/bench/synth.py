@@ -28,6 +28,8 @@ import av
 import cv2
 import numpy as np
 
+from slsnet.geometry import lesion_centre
+
 MOTIONS = ("static", "slow_pan", "fast_pan", "zoom", "rotation", "jitter", "flicker", "sweep")
 EXPOSURE = 0.5  # fraction of the frame interval the shutter is open (drives motion blur)
 
@@ -205,8 +207,8 @@ def _exposure_poses(m: np.ndarray, motion: str, fps: float, seconds: float,
     """Per frame, the camera poses over its exposure (odd count; the middle one is the frame's)."""
     n = max(1, round(seconds * fps))
     sh, sw = m.shape
-    ys, xs = np.nonzero(m)
-    anchor = (xs.mean() / sw, ys.mean() / sh) if len(xs) else (0.5, 0.5)
+    centre = lesion_centre(m)  # (row, column)
+    anchor = (centre[1] / sw, centre[0] / sh) if centre is not None else (0.5, 0.5)
     # Sub-frame times spanning the exposure of each frame, for motion blur.
     sub = np.linspace(-EXPOSURE / 2, EXPOSURE / 2, 9)
     times = (np.arange(n)[:, None] + sub[None, :]) / fps

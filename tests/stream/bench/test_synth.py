@@ -87,6 +87,21 @@ def test_static_clip_has_a_fixed_truth_but_noisy_frames(still):
     assert np.abs(out[0][0].astype(int) - out[1][0].astype(int)).mean() > 0.5
 
 
+def test_the_camera_leans_towards_an_off_centre_lesion(still):
+    # given a 256×200 still whose only lesion lies right of and above its centre
+    image, _ = still
+    image = cv2.resize(image, (256, 200))
+    mask = np.zeros((200, 256), np.uint8)
+    cv2.circle(mask, (159, 80), 8, 1, -1)  # its centre at 0.62 of the width, 0.40 of the height
+    # when a static clip is rendered
+    _, truth = next(sweep(image, mask, motion="static", size_wh=(160, 120), seconds=0.1))
+    # then the frame shows it on the same side, but nearer the frame's centre than in the still
+    shown = centroid(truth) / np.array([160, 120]) - 0.5
+    lies = np.array([159 / 256, 80 / 200]) - 0.5
+    assert np.all(np.sign(shown) == np.sign(lies))
+    assert np.all(np.abs(shown) < 0.75 * np.abs(lies))
+
+
 def test_flicker_motion_changes_the_light_not_the_geometry(still):
     out = list(sweep(*still, motion="flicker", size_wh=(96, 72), seconds=1.0))
     brightness = np.array([f.mean() for f, _ in out])
