@@ -57,6 +57,9 @@ def _augmentation(args: dict) -> str:
     if args.get("rotate"):
         text += (f"; then, with probability {args['rotate']}, a rotation by a uniform random "
                  "angle (mirrored borders)")
+    if args.get("colour"):
+        text += (f"; last, with probability {args['colour']}, hue turned by up to ±16°, "
+                 "saturation scaled by 0.75-1.25 and brightness by 0.8-1.2")
     return text
 
 

@@ -134,6 +134,25 @@ def augment(
     return np.ascontiguousarray(image), np.ascontiguousarray(mask)
 
 
+HUE_SHIFT = 8  # OpenCV hue units (2° each): ±16°
+SATURATION = (0.75, 1.25)  # scale range of the saturation
+BRIGHTNESS = (0.8, 1.2)  # scale range of the value channel
+
+
+def jitter_colour(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Hue turned by up to ±16°, saturation and brightness scaled (RGB uint8 in and out).
+
+    Dermatoscopes differ in white balance, polarisation and light; the paper's gamma and CLAHE
+    change brightness and contrast but never the colour itself.
+    """
+    hsv = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-HUE_SHIFT, HUE_SHIFT)) % 180
+    hsv[..., 1] *= rng.uniform(*SATURATION)
+    hsv[..., 2] *= rng.uniform(*BRIGHTNESS)
+    hsv = np.clip(hsv, 0, 255).round().astype(np.uint8)
+    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
 def zoom_crop(
     image: np.ndarray,
     mask: np.ndarray,
@@ -212,6 +231,8 @@ class Batches:
         aim: zoom crops hold the lesion's centre (see :func:`zoom_crop`).
         turn: probability in [0, 1] of a :func:`rotate` by a random angle (0: never, and no
             random draw for it).
+        colour: probability in [0, 1] of a :func:`jitter_colour` after the paper's augmentation
+            (0: never, and no random draw for it).
         view: the size the network runs at; when it is larger than ``size``, a sample is a
             random ``size``×``size`` window of the image as the network sees it at ``view``
             (the lesion keeps its scale in pixels) instead of the whole image shrunk.
@@ -230,6 +251,7 @@ class Batches:
         max_zoom: float = 2.0,
         aim: bool = False,
         turn: float = 0.0,
+        colour: float = 0.0,
         view: int | None = None,
     ):
         self.images, self.masks = images, masks
@@ -237,7 +259,7 @@ class Batches:
         self.rng = rng
         self.size = size or images.shape[1]
         self.zoom, self.max_zoom, self.aim, self.turn = zoom, max_zoom, aim, turn
-        self.view = view
+        self.colour, self.view = colour, view
 
     def _sample(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         image, mask = self.images[i], self.masks[i]
@@ -246,8 +268,13 @@ class Batches:
         if self.turn > 0 and self.rng.random() < self.turn:
             image, mask = rotate(image, mask, self.rng)
         if self.view and self.view > self.size:
-            return augment(*window(*fit(image, mask, self.view), self.size, self.rng), self.rng)
-        return augment(*fit(image, mask, self.size), self.rng)
+            image, mask = augment(*window(*fit(image, mask, self.view), self.size, self.rng),
+                                  self.rng)
+        else:
+            image, mask = augment(*fit(image, mask, self.size), self.rng)
+        if self.colour > 0 and self.rng.random() < self.colour:
+            image = jitter_colour(image, self.rng)
+        return image, mask
 
     def __len__(self) -> int:
         return (len(self.images) + self.batch_size - 1) // self.batch_size

@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--rotate", type=float, default=0.0, metavar="P",
                    help="probability of turning a training image by a random angle "
                    "(0: off, the paper's setting: flips only)")
+    g.add_argument("--colour", type=float, default=0.0, metavar="P",
+                   help="probability of jittering a training image's hue (±16°), saturation "
+                   "and brightness (0: off, the paper's setting: gamma and CLAHE only)")
     g.add_argument("--low-res", choices=["shrink", "crop"], default="shrink",
                    help="how a phase below the network's size makes its samples: the whole "
                    "image shrunk, or a window of the image at the network's size (the lesion "
@@ -184,8 +187,9 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise ValueError(f"--zoom is a probability in [0, 1], not {args.zoom}")
     if args.max_zoom < 1:
         raise ValueError(f"--max-zoom must be at least 1, not {args.max_zoom}")
-    if not 0 <= args.rotate <= 1:
-        raise ValueError(f"--rotate is a probability in [0, 1], not {args.rotate}")
+    for name in ("rotate", "colour"):
+        if not 0 <= getattr(args, name) <= 1:
+            raise ValueError(f"--{name} is a probability in [0, 1], not {getattr(args, name)}")
     if not 0 <= args.beta1 < 1:
         raise ValueError(f"--beta1 must be in [0, 1), not {args.beta1}")
     phases = resolve_phases(args)
@@ -251,6 +255,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     def batches_for(phase: Phase) -> Batches:
         return Batches(images, masks, args.batch_size, rng, size=phase.size, zoom=args.zoom,
                        max_zoom=args.max_zoom, aim=args.zoom_aim == "lesion", turn=args.rotate,
+                       colour=args.colour,
                        view=args.size if args.low_res == "crop" else None)
 
     steps_per_epoch = len(batches_for(phases[0]))

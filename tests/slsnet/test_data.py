@@ -6,6 +6,7 @@ from slsnet.data import (
     Batches,
     augment,
     find_pairs,
+    jitter_colour,
     load_arrays,
     resize_to_input,
     rotate,
@@ -190,3 +191,38 @@ def test_zoom_batches_come_out_at_the_network_size_with_the_lesion_reframed():
     assert set(lesion_shares(0.0)) == {0.5}
     shares = lesion_shares(1.0)
     assert min(shares) < 0.4 and max(shares) > 0.6
+
+
+def test_colour_jitter_turns_the_hue_and_leaves_grey_and_the_mask_alone():
+    # given: a reddish-brown lesion colour and a neutral grey, as RGB
+    image = np.zeros((4, 8, 3), np.uint8)
+    image[:, :4] = (150, 90, 60)
+    image[:, 4:] = (128, 128, 128)
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(int)
+    hues, sats = set(), set()
+    for seed in range(40):
+        out = jitter_colour(image, np.random.default_rng(seed))
+        assert out.dtype == np.uint8 and out.shape == image.shape
+        got = cv2.cvtColor(out, cv2.COLOR_RGB2HSV).astype(int)
+        turn = (got[0, 0, 0] - hsv[0, 0, 0] + 90) % 180 - 90  # OpenCV hue: 2° a unit
+        assert abs(turn) <= 8 + 1  # ±16°, one unit for rounding through RGB
+        hues.add(int(got[0, 0, 0]))
+        sats.add(int(got[0, 0, 1]))
+        # grey has no hue or saturation to turn: it stays grey, only brighter or darker
+        r, g, b = (int(c) for c in out[0, 7])
+        assert r == g == b and 0.8 * 128 - 1 <= r <= 1.2 * 128 + 1
+    assert len(hues) > 5 and len(sats) > 5  # it does vary
+
+
+def test_batches_draw_colour_jitter_only_when_asked():
+    images = np.random.default_rng(1).integers(0, 255, (4, 8, 8, 3), dtype=np.uint8)
+    masks = (images[..., 0] > 127).astype(np.uint8)
+    plain = [x for x, _ in Batches(images, masks, 4, np.random.default_rng(7))]
+    off = [x for x, _ in Batches(images, masks, 4, np.random.default_rng(7), colour=0.0)]
+    on = [(x, y) for x, y in Batches(images, masks, 4, np.random.default_rng(7), colour=1.0)]
+    assert np.array_equal(plain[0], off[0])  # colour 0 draws nothing: older runs resume as before
+    assert not np.array_equal(plain[0], on[0][0])
+    # the first sample's mask is that of the same flips as without jitter (the jitter comes
+    # after them and moves no pixel; later samples draw from a moved generator)
+    ys = [y for _, y in Batches(images, masks, 4, np.random.default_rng(7))]
+    assert np.array_equal(ys[0][0], on[0][1][0])

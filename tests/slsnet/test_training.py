@@ -187,7 +187,8 @@ def test_a_cosine_schedule_with_aimed_crops_and_rotations_lowers_the_rate_and_sa
     run = tmp_path / "run"
     # when: two epochs with the cosine schedule and every image turned
     assert train(tiny_isic, run, "--epochs", "2", "--lr", "1e-4", "--lr-schedule", "cosine",
-                 "--rotate", "1", "--zoom", "0.5", "--zoom-aim", "lesion") == 0
+                 "--rotate", "1", "--zoom", "0.5", "--zoom-aim", "lesion", "--colour",
+                 "0.5") == 0
     # then: the rate of each epoch's last step (steps 1 and 3) follows the cosine from 1e-4 to 0
     rates = [r["lr"] for r in read_log(run)]
     assert rates == pytest.approx([0.5e-4 * (1 + math.cos(math.pi * s / 4)) for s in (1, 3)])
@@ -197,6 +198,9 @@ def test_a_cosine_schedule_with_aimed_crops_and_rotations_lowers_the_rate_and_sa
     training = json.loads((tmp_path / "w.json").read_text())["training"]
     assert "z uniform in 1-2.0, holding the lesion's centre; then, with probability 1.0, a " \
         "rotation by a uniform random angle" in training["augmentation"]
+    assert training["augmentation"].endswith("; last, with probability 0.5, hue turned by up to "
+                                             "±16°, saturation scaled by 0.75-1.25 and "
+                                             "brightness by 0.8-1.2")
     assert "lr follows a cosine from 0.0001 to 0 over 2 epochs" in training["optimiser"]
 
 
@@ -212,6 +216,7 @@ def test_the_constant_schedule_is_the_given_rate_at_every_step():
         (["--zoom", "1.5"], "error: --zoom is a probability in [0, 1], not 1.5"),
         (["--zoom", "0.5", "--max-zoom", "0.5"], "error: --max-zoom must be at least 1, not 0.5"),
         (["--rotate", "2"], "error: --rotate is a probability in [0, 1], not 2.0"),
+        (["--colour", "-1"], "error: --colour is a probability in [0, 1], not -1.0"),
     ],
 )
 def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
