@@ -21,8 +21,8 @@
 #          weights (its candidate runs) instead of training from scratch
 #   tests  pytest -m cuda on the files that hold GPU tests (limit TESTS_S, 120 s)
 # At most 8 files come back under $OUT: summary.txt (the machine first), pytest_cuda.log,
-# bench_cuda.json, bench_cuda.log, train.tar.gz (logs, plans, curves of every run), and
-# main_best.pt + main_last_generator.pt, or each fine-tuning candidate's <name>_best.pt. A step that fails or times out is recorded and the next one runs.
+# bench_cuda.json, bench_cuda.log, train.tar.gz (logs, plans, curves of every run), and each
+# candidate's <name>_best.pt (main and its variants, or the fine-tuning runs; at most three). A step that fails or times out is recorded and the next one runs.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 CARRY=${CARRY:-.gpu_carry}
@@ -121,10 +121,9 @@ run() {
     echo "   train: exit $?" | tee -a "$OUT/summary.txt"
     cat "$OUT/train_driver.log" >> "$OUT/summary.txt"
     local run
-    for run in /tmp/gpu_runs/main /tmp/gpu_runs/ft_*; do  # not the comparisons' weights
+    for run in /tmp/gpu_runs/main /tmp/gpu_runs/main_* /tmp/gpu_runs/ft_*; do  # candidates only
       [ -f "$run/best.pt" ] && cp "$run/best.pt" "$OUT/$(basename "$run")_best.pt"
     done
-    cp /tmp/gpu_runs/main/last_generator.pt "$OUT/main_last_generator.pt" 2>/dev/null
     (cd /tmp/gpu_runs && tar -czf "$OUT/train.tar.gz" --exclude='*.pt' .)
     rm -f "$OUT/train_driver.log"
   fi

@@ -1,14 +1,16 @@
-"""Training on a lent GPU inside a fixed wall-clock budget: one main run and the comparisons.
+"""Training on a lent GPU inside a fixed wall-clock budget: one main run and runs beside it.
 
     python scripts/gpu_train.py --data DIR --out RUNS --seconds S [--dry-run]
 
 1. Measures images/s of the training step on this GPU for each (size, kind) the runs use
    (``slsnet.train_bench.measure``, real batches, batch 16).
 2. Sizes the main run: every epoch that fits in what is left of ``--seconds``, split 50/25/25
-   between 64-pixel supervised, 128-pixel supervised and 128-pixel adversarial epochs. The
-   comparison runs (fixed schedules, chosen to cost the same on a 2-core CPU) run beside it:
-   at these batch sizes a step is bound by kernel launches, not by the GPU's arithmetic, and
-   on an H200 (2026-12-04) five runs side by side each kept the speed of one run alone.
+   between 64-pixel supervised, 128-pixel supervised and 128-pixel adversarial epochs. Runs
+   beside it (a step is bound by kernel launches, not by the GPU's arithmetic; on an H200,
+   2026-12-04, five batch-16 runs side by side each kept the speed of one alone):
+   ``--beside variants`` (default): the main recipe with colour jitter and with another seed,
+   same schedule, so the three can be compared at equal cost; ``--beside comparisons``: the
+   fixed-schedule comparisons of docs/benchmarks.md (equal cost on a 2-core CPU).
 3. Starts every run as its own ``slsnet.train`` process at once, and stops any still running at
    the deadline (a stopped run keeps its last finished epoch).
 
@@ -55,6 +57,11 @@ FINETUNE = {
     "ft_lr1e-3": ["--lr", "1e-3", "--seed", "0"],
     "ft_lr1e-3_seed1": ["--lr", "1e-3", "--seed", "1"],
     "ft_lr3e-4": ["--lr", "3e-4", "--seed", "0"],
+}
+# The main recipe's variants, run beside it on the same schedule.
+VARIANTS = {
+    "main_colour": ["--colour", "0.5"],
+    "main_seed1": ["--seed", "1"],
 }
 SIDE_BY_SIDE = 1.5  # assumed slow-down of each of three batch-64 runs on one GPU
 COMPARISON_IMAGES = 1000  # the first 1000 training images: relative answers at half the cost
@@ -106,14 +113,16 @@ def finetune_schedule(budget_s: float, rates: dict, n_images: int) -> str:
     return ",".join(parts)
 
 
-def plan_runs(plan: dict, init: Path | None) -> dict[str, list[str]]:
+def plan_runs(plan: dict, init: Path | None, beside: str = "variants") -> dict[str, list[str]]:
     """Each run's own flags (after the common ones)."""
     if init is not None:
         return {name: ["--init", str(init), "--schedule", plan["finetune"], *MAIN_ARGS[:2],
                        *extra, *MAIN_EXTRA] for name, extra in FINETUNE.items()}
-    return {"main": ["--schedule", plan["main"], *MAIN_ARGS, *MAIN_EXTRA],
-            **{k: [*v, *COMPARISON_ARGS, "--limit", str(COMPARISON_IMAGES)]
-               for k, v in COMPARISONS.items()}}
+    main = ["--schedule", plan["main"], *MAIN_ARGS, *MAIN_EXTRA]
+    if beside == "variants":
+        return {"main": main, **{k: [*main, *v] for k, v in VARIANTS.items()}}
+    return {"main": main, **{k: [*v, *COMPARISON_ARGS, "--limit", str(COMPARISON_IMAGES)]
+                             for k, v in COMPARISONS.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, required=True, help="wall-clock budget, all runs")
     p.add_argument("--images", type=int, default=2000, help="training images in --data")
     p.add_argument("--init", type=Path, help="fine-tune these weights (the FINETUNE runs)")
+    p.add_argument("--beside", choices=("variants", "comparisons"), default="variants",
+                   help="what runs beside the main run (see above)")
     p.add_argument("--dry-run", action="store_true")
     args = p.parse_args(argv)
     if args.init is not None and not args.dry_run and not args.init.is_file():
@@ -142,16 +153,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.init is not None:
         plan |= {"init": str(args.init),
                  "finetune": finetune_schedule(max(main_budget, 60.0), rates, args.images)}
-    else:
+    elif args.beside == "comparisons":
         plan |= {"comparisons_gpu_s": sum(cost(extra[1], rates, COMPARISON_IMAGES)
                                           for extra in COMPARISONS.values()),
                  "main": main_schedule(max(main_budget, 60.0), rates, args.images)}
+    else:  # three runs of the main schedule side by side
+        slow = {key: rate / SIDE_BY_SIDE for key, rate in rates.items()}
+        plan |= {"beside": sorted(VARIANTS),
+                 "main": main_schedule(max(main_budget, 60.0), slow, args.images)}
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "plan.json").write_text(json.dumps(plan, indent=2) + "\n")
     print(json.dumps(plan, indent=2), flush=True)
     if args.dry_run:
         return 0
-    runs = plan_runs(plan, args.init)
+    runs = plan_runs(plan, args.init, args.beside)
     procs = {}
     for name, extra in runs.items():
         cmd = [sys.executable, "-m", "slsnet.train", "--data", str(args.data),

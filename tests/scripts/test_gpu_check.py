@@ -40,8 +40,8 @@ def test_unknown_step_is_an_error(tmp_path):
 
 def test_training_plan_fills_the_budget_without_a_gpu(tmp_path):
     proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
-                           str(tmp_path), "--seconds", "400", "--dry-run"], cwd=ROOT, text=True,
-                          capture_output=True, timeout=60)
+                           str(tmp_path), "--seconds", "400", "--dry-run", "--beside",
+                           "comparisons"], cwd=ROOT, text=True, capture_output=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     plan = json.loads((tmp_path / "plan.json").read_text())
     phases = [p.split(":") for p in plan["main"].split(",")]
@@ -68,3 +68,21 @@ def test_fine_tuning_needs_weights_that_exist(tmp_path):
                            str(tmp_path), "--seconds", "400", "--init", "no/such.pt"],
                           cwd=ROOT, text=True, capture_output=True, timeout=60)
     assert proc.returncode == 2 and "no/such.pt: no such file" in proc.stderr
+
+
+def test_by_default_the_main_recipe_runs_with_its_variants_on_one_schedule(tmp_path):
+    def plan_for(*extra):
+        out = tmp_path / "-".join(extra or ("default",))
+        proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused",
+                               "--out", str(out), "--seconds", "400", "--dry-run", *extra],
+                              cwd=ROOT, text=True, capture_output=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads((out / "plan.json").read_text())
+
+    plan, alone = plan_for(), plan_for("--beside", "comparisons")
+    assert plan["beside"] == ["main_colour", "main_seed1"] and "comparisons_gpu_s" not in plan
+    epochs = [int(p.split(":")[1]) for p in plan["main"].split(",")]
+    alone_epochs = [int(p.split(":")[1]) for p in alone["main"].split(",")]
+    # three runs share the GPU: each plans fewer epochs than the main run beside small ones
+    assert all(1 <= e <= a for e, a in zip(epochs, alone_epochs, strict=True))
+    assert sum(epochs) < sum(alone_epochs)
