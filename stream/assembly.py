@@ -16,6 +16,7 @@ Each builder takes only what it needs, so a caller that shares one engine betwee
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,8 +133,15 @@ def untrained_notice(engine: Engine) -> str | None:
             "its masks are meaningless.")
 
 
-def build_engine(config: RunConfig) -> Engine:
+def build_engine(config: RunConfig, *, progress: Callable[[str], None] | None = None) -> Engine:
     """The engine for ``config`` (CPU threads default to all cores but one).
+
+    ``runtime="auto"`` with ``precision="auto"`` on the CPU runs the fastest form of the
+    network that passed its accuracy check here; ``engine.choice`` says which and why.
+
+    Args:
+        config: the run.
+        progress: told, in one line, when a first start builds cached models (minutes at most).
 
     Raises:
         EngineError: a precision or runtime the device cannot run.
@@ -143,7 +151,8 @@ def build_engine(config: RunConfig) -> Engine:
     threads = config.threads or (default_threads() if cpu else None)
     return _build_engine(device=config.device, weights=config.weights,
                          precision=config.precision, cuda_graph=config.cuda_graph,
-                         batch=config.batch, threads=threads, runtime=config.runtime)
+                         batch=config.batch, threads=threads, runtime=config.runtime,
+                         progress=progress)
 
 
 def open_input(config: RunConfig, *, queue_size: int = 8) -> Source:
@@ -189,7 +198,10 @@ def build_segmenter(config: RunConfig, engine: Engine, info: SourceInfo, *,
                     renderer: Renderer | None = None) -> Segmenter:
     """The per-frame step of a run: the smoother for ``config.smooth`` and a renderer.
 
-    A live source's keyframe network runs on its own thread; files stay deterministic.
+    A live source's keyframe network runs on its own thread; files stay deterministic. With
+    ``smooth="auto"`` on a live source on the CPU the network is timed first, on a frame of the
+    source's size: every frame goes through it (``flow``) when that fits the source's rate,
+    keyframes otherwise (``segmenter.choice`` says why).
 
     Args:
         config: the run.
@@ -202,8 +214,8 @@ def build_segmenter(config: RunConfig, engine: Engine, info: SourceInfo, *,
     live = is_live(config, info)
     if renderer is None:
         renderer = Renderer(device=engine.name, untrained=engine.untrained, hud=config.hud)
-    return Segmenter.build(engine, config.smooth, live=live, fps=info.fps, threshold=threshold,
-                           threaded=live, renderer=renderer, fault=fault)
+    return Segmenter.build(engine, config.smooth, live=live, fps=info.fps, size_wh=info.size_wh,
+                           threshold=threshold, threaded=live, renderer=renderer, fault=fault)
 
 
 def build_pipeline(config: RunConfig, source: Source, engine: Engine, *, sinks=(),

@@ -7,9 +7,11 @@ and the change of the mean JSC (predictions resized to each ground truth's size)
 
 Candidates: torch eager fp32 (channels_last); ONNX Runtime fp32 as the ``onnx`` runtime runs it
 (fused attention, all graph optimizations) at 2 and 1 threads and with basic optimizations
-only; ONNX Runtime int8 static quantization (:mod:`slsnet.onnx_quantize`) with the attention
-blocks in fp32 and with everything quantized; OpenVINO fp32 and int8 where ``openvino`` is
-installed (standard-operator attention: it lacks ONNX Runtime's fused kernel).
+only; ONNX Runtime int8 static quantization (:mod:`slsnet.onnx_quantize`) with 8-bit and 7-bit
+weights, the attention blocks (and the stem and decoder) in fp32 or everything quantized, and
+the int8 form ``--runtime auto`` builds (:mod:`stream.engines.cpu_choice`, calibrated on the
+bundled images); OpenVINO fp32 and int8 where ``openvino`` is installed (standard-operator
+attention: it lacks ONNX Runtime's fused kernel).
 """
 
 from __future__ import annotations
@@ -32,9 +34,11 @@ from slsnet.device import cpu_flags, cpu_name
 from slsnet.inference import resize_prob
 from slsnet.metrics import MetricAccumulator
 from slsnet.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
-from slsnet.onnx_quantize import pick_calibration, quantize_int8
+from slsnet.onnx_quantize import calibration_batches, pick_calibration, quantize_int8
 from stream.bench.measure import alternating
 from stream.engines.base import load_weights
+from stream.engines.check_set import load_check_set
+from stream.engines.cpu_choice import CANDIDATES
 
 Run = Callable[[np.ndarray], np.ndarray]  # 1×3×S×S float32 → 1×S×S probabilities
 
@@ -95,30 +99,59 @@ def torch_run(generator, threads: int) -> Run:
     return run
 
 
-def build_candidates(generator, calibration: list[Path], threads: int) -> list[Candidate]:
-    """Every candidate this machine can run (OpenVINO only where installed)."""
+def build_candidates(generator, calibration: list[Path], threads: int,
+                     rows: str = "all") -> list[Candidate]:
+    """Every candidate this machine can run (OpenVINO only where installed).
+
+    ``rows="int8"``: the references (torch and ORT fp32) and the ORT int8 forms only.
+    """
     fused = export_onnx(generator, attention="ort")
     plain = export_onnx(generator, attention="plain")
     t0 = time.perf_counter()
-    int8_attn_fp32 = quantize_int8(fused, generator, calibration, keep_attention=True)
-    int8_all = quantize_int8(fused, generator, calibration, keep_attention=False)
-    int8_plain = quantize_int8(plain, generator, calibration, keep_attention=True)
-    print(f"quantized 3 models on {len(calibration)} images in {time.perf_counter() - t0:.0f} s",
-          file=sys.stderr)
+    images = list(calibration_batches(calibration, generator.config.input_size))
+    int8_attn_fp32 = quantize_int8(fused, generator, images, keep_attention=True)
+    int8_all = quantize_int8(fused, generator, images, keep_attention=False)
+    int8_plain = quantize_int8(plain, generator, images, keep_attention=True)
+    s7 = quantize_int8(fused, generator, images, reduce_range=True)
+    s7_decoder = quantize_int8(fused, generator, images, reduce_range=True,
+                               keep=("stem", "up1", "up2"))
+    s7_all = quantize_int8(fused, generator, images, keep_attention=False, reduce_range=True)
+    bundled, _ = load_check_set(generator.config.input_size)
+    (auto,) = [c for c in CANDIDATES if c.form == "int8"]
+    s7_auto = auto.build(fused, generator, bundled)
+    print(f"quantized 7 models in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     t = f"{threads} threads"
     out = [
         Candidate("torch fp32 channels_last", f"torch.set_num_threads({threads})",
                   torch_run(generator, threads)),
         Candidate("ORT fp32 (today's onnx engine)", f"{t}, ENABLE_ALL, sequential",
                   ort_session(fused, threads)),
-        Candidate("ORT fp32", "1 thread, ENABLE_ALL", ort_session(fused, 1)),
-        Candidate("ORT fp32", f"{t}, ENABLE_BASIC", ort_session(fused, threads, "basic")),
+    ]
+    out.append(Candidate("ORT fp32", "1 thread, ENABLE_ALL", ort_session(fused, 1)))
+    if rows == "all":
+        out.append(Candidate("ORT fp32", f"{t}, ENABLE_BASIC", ort_session(fused, threads,
+                                                                          "basic")))
+    out += [
         Candidate("ORT int8 QDQ, attention fp32", f"{t}, ENABLE_ALL",
                   ort_session(int8_attn_fp32, threads)),
         Candidate("ORT int8 QDQ, attention fp32", "1 thread, ENABLE_ALL",
                   ort_session(int8_attn_fp32, 1)),
         Candidate("ORT int8 QDQ, all convs", f"{t}, ENABLE_ALL", ort_session(int8_all, threads)),
+        Candidate("ORT int8 QDQ 7-bit weights, attention fp32", f"{t}, ENABLE_ALL",
+                  ort_session(s7, threads)),
+        Candidate("ORT int8 QDQ 7-bit weights, attention fp32", "1 thread, ENABLE_ALL",
+                  ort_session(s7, 1)),
+        Candidate("ORT int8 QDQ 7-bit weights, attention + stem + decoder fp32", f"{t}, ENABLE_ALL",
+                  ort_session(s7_decoder, threads)),
+        Candidate("ORT int8 QDQ 7-bit weights, all convs", f"{t}, ENABLE_ALL",
+                  ort_session(s7_all, threads)),
+        Candidate("ORT int8 as --runtime auto builds it (as above, 16 bundled calibration "
+                  "images)", f"{t}, ENABLE_ALL", ort_session(s7_auto, threads)),
+        Candidate("ORT int8 as --runtime auto builds it", "1 thread, ENABLE_ALL",
+                  ort_session(s7_auto, 1)),
     ]
+    if rows != "all":
+        return out
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -153,6 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=64, help="training images")
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rows", choices=("all", "int8"), default="all",
+                        help="int8: only the references and the ONNX Runtime int8 forms, torch "
+                        "scored but not timed")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = Path(args.data)
@@ -166,12 +202,16 @@ def main(argv: list[str] | None = None) -> int:
     size, threshold = generator.config.input_size, float(generator.config.threshold)
     inputs = [to_tensor(resize_to_input(read_rgb(p.image), size)[None]).numpy() for p in pairs]
     truths = [read_mask(p.mask) for p in pairs]
-    candidates = build_candidates(generator, calibration, args.threads)
+    candidates = build_candidates(generator, calibration, args.threads, args.rows)
 
     scored = [score(c.run, inputs, truths, threshold) for c in candidates]
     ref_masks, ref_jsc = scored[0]
     x = inputs[0]
-    ms = alternating([lambda c=c: c.run(x) for c in candidates], args.warmup, args.iters)
+    # --rows int8 leaves torch out of the timing: its OpenMP threads spin on after each call and
+    # slow the ONNX Runtime call timed after it
+    timed = candidates if args.rows == "all" else candidates[1:]
+    ms = alternating([lambda c=c: c.run(x) for c in timed], args.warmup, args.iters)
+    ms = ms if args.rows == "all" else [[float("nan")], *ms]
     p50_ort = float(np.median(ms[1]))
 
     print(f"{len(pairs)} val images, {len(calibration)} calibration images, weights {source}; "
@@ -184,8 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         p50 = float(np.median(t))
         agree = 100 * float(np.mean([np.mean(a == b) for a, b in zip(masks, ref_masks,
                                                                         strict=True)]))
-        print(f"| {c.name} | {c.settings} | {p50:.1f} | {1e3 / p50:.1f} | "
-              f"{p50_ort / p50:.2f}× | {agree:.3f} | {jsc - ref_jsc:+.4f} |")
+        speed = ("- | - | -" if np.isnan(p50) else
+                 f"{p50:.1f} | {1e3 / p50:.1f} | {p50_ort / p50:.2f}×")
+        print(f"| {c.name} | {c.settings} | {speed} | {agree:.3f} | {jsc - ref_jsc:+.4f} |")
     print(f"\nreference: torch fp32, val JSC {ref_jsc:.4f}")
     return 0
 

@@ -16,6 +16,7 @@ from stream.engines.base import (
     default_threads,
     find_default_weights,
     load_weights,
+    measure_network_ms,
     resolve_device,
 )
 from stream.engines.cpu import CpuEngine
@@ -39,6 +40,7 @@ __all__ = [
     "default_threads",
     "find_default_weights",
     "load_weights",
+    "measure_network_ms",
     "prob_to_mask",
     "resolve_device",
     "to_input_tensor",

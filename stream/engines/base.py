@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from slsnet import device as slsnet_device
@@ -81,6 +83,23 @@ def default_threads(cpu_count: int | None = None) -> int:
         cpu_count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
         cpu_count = cpu_count or os.cpu_count() or 1
     return max(1, min(cpu_count - 1, 8))
+
+
+def measure_network_ms(engine: Engine, size_wh: tuple[int, int] = (640, 480), *,
+                       calls: int = 3) -> float:
+    """The engine's time per frame (the :data:`NET_STAGES` it records), measured now.
+
+    A grey frame of ``size_wh`` goes through ``engine.predict`` once untimed (first calls pay
+    for allocations), then ``calls`` times; the median counts.
+    """
+    width, height = size_wh
+    image = np.full((height, width, 3), 128, np.uint8)
+    spent = []
+    for index in range(calls + 1):
+        frame = Frame(image, index, None, Fraction(1, 30), 0.0)
+        engine.predict([frame])
+        spent.append(sum(frame.timings.get(stage, 0.0) for stage in NET_STAGES))
+    return float(np.median(spent[1:]))
 
 
 def find_default_weights() -> Path | None:

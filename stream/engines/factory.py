@@ -7,13 +7,16 @@ either imports this module, and every engine, without them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
 from stream.engines.base import PRECISIONS, RUNTIMES, Engine, load_weights
 from stream.engines.cpu import CpuEngine
+from stream.engines.cpu_choice import choose, pending
 from stream.engines.cuda import CudaEngine
+from stream.engines.model_cache import default_cache_dir
 from stream.engines.onnx_runtime import OnnxEngine, missing_packages, require_onnx
 from stream.errors import EngineError
 
@@ -27,6 +30,7 @@ def build_engine(
     batch: int = 1,
     threads: int | None = None,
     runtime: str = "torch",
+    progress: Callable[[str], None] | None = None,
 ) -> Engine:
     """The engine for ``device``, with ``weights`` (None: default file, else random + warning).
 
@@ -38,8 +42,12 @@ def build_engine(
         batch: frames per ``infer`` call the pipeline will send (the GPU engine sizes its graph).
         threads: CPU only: intra-op threads (None: leave torch's setting; the ONNX engine
             uses :func:`default_threads`).
-        runtime: "torch", "onnx" (ONNX Runtime, CPU fp32 only) or "auto" (onnx on the CPU at
-            fp32 when onnx and onnxruntime are installed, else torch).
+        runtime: "torch", "onnx" (ONNX Runtime, CPU fp32 only) or "auto": on the CPU, ONNX
+            Runtime when onnx and onnxruntime are installed (else torch), and with precision
+            "auto" the fastest form of the network that passed its accuracy check on this
+            machine (:mod:`stream.engines.cpu_choice`; ``engine.choice`` says which and why).
+        progress: called with one line before a first start builds cached models (exports,
+            int8 forms), which takes a while.
 
     Raises:
         EngineError: a precision or runtime the device cannot run, an unknown one, or
@@ -50,6 +58,7 @@ def build_engine(
         raise EngineError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if batch < 1:
         raise EngineError(f"--batch must be at least 1, got {batch}")
+    choosing = runtime == "auto" and precision == "auto"
     runtime = _pick_runtime(runtime, device, precision)
     generator, untrained, _ = load_weights(weights)
     if device.type == "cuda":
@@ -57,6 +66,12 @@ def build_engine(
                           batch=batch, untrained=untrained)
     if device.type != "cpu":
         raise EngineError(f"no engine for device {device}")
+    if runtime == "onnx" and choosing:
+        todo = pending(default_cache_dir(), generator, untrained)
+        if todo and progress is not None:
+            progress(f"first start with these weights: {' and '.join(todo)} (once; later starts "
+                     f"read them from {default_cache_dir()})")
+        return choose(OnnxEngine(generator, untrained=untrained, threads=threads))
     if runtime == "onnx":
         return OnnxEngine(generator, precision=precision, untrained=untrained, threads=threads)
     return CpuEngine(generator, precision=precision, untrained=untrained, threads=threads)

@@ -3,10 +3,10 @@
 :class:`OnnxEngine` is a :class:`~stream.engines.CpuEngine` whose network call runs in an ONNX
 Runtime session instead of torch eager: preprocessing, masks and timings are CpuEngine's own.
 The ONNX model is exported from the weights at start-up (:func:`slsnet.onnx_export.export_onnx`)
-into a cache, ``$XDG_CACHE_HOME/slsnet`` (default ``~/.cache/slsnet``), keyed by the weights'
-content and the torch / onnx / onnxruntime versions, so only the first start with given weights
-pays for the export. A cache file that cannot be loaded is rebuilt; a cache folder that cannot
-be written only costs the export at every start.
+into the model cache (:mod:`stream.engines.model_cache`), keyed by the weights' content and the
+torch / onnx / onnxruntime versions, so only the first start with given weights pays for the
+export. :meth:`OnnxEngine.use_model` switches the session to another form of the same network
+(the int8 one :mod:`stream.engines.cpu_choice` builds, checks and picks).
 
 ``onnx`` and ``onnxruntime`` (``pip install ".[cpu]"``) are imported here only, and only when
 this engine is built (:func:`missing_packages` looks without importing them for good).
@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -33,16 +32,17 @@ from slsnet.onnx_export import (
     OUTPUT_NAME,
     export_onnx,
     weights_digest,
-    write_atomically,
 )
 from stream.engines.base import default_threads
 from stream.engines.cpu import CpuEngine
+from stream.engines.model_cache import KEEP, default_cache_dir, load_or_build
 from stream.errors import EngineError
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = 'pip install ".[cpu]"'
-KEEP = 4  # cached models kept, the most recently used (~9 MB each): checkpoints come and go
+__all__ = ["KEEP", "INSTALL_HINT", "OnnxEngine", "cache_key", "default_cache_dir",
+           "missing_packages", "require_onnx"]
 
 
 def missing_packages() -> list[str]:
@@ -65,12 +65,6 @@ def require_onnx() -> None:
                           f"installed: {INSTALL_HINT}")
 
 
-def default_cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/slsnet``, or ``~/.cache/slsnet`` without that variable."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "slsnet"
-
-
 def cache_key(generator: Generator, attention: str = "ort") -> str:
     """What an exported model depends on: weights, form, exporter and runtime versions."""
     import onnx
@@ -80,18 +74,6 @@ def cache_key(generator: Generator, attention: str = "ort") -> str:
              onnxruntime.__version__, f"opset{OPSET}", f"export{EXPORT_VERSION}",
              f"attention-{attention}"]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
-
-
-def _prune(folder: Path, keep: int = KEEP) -> None:
-    """Delete all but the ``keep`` most recently used models in ``folder`` (best effort)."""
-    def used(path: Path) -> float:
-        try:
-            return path.stat().st_mtime
-        except OSError:  # deleted meanwhile by another process
-            return 0.0
-
-    for old in sorted(folder.glob("slsnet-*.onnx"), key=used, reverse=True)[keep:]:
-        old.unlink(missing_ok=True)
 
 
 class OnnxEngine(CpuEngine):
@@ -108,9 +90,12 @@ class OnnxEngine(CpuEngine):
             ONNX Runtime's fused attention, or ``"plain"``, for comparison.
 
     Attributes:
-        onnx_path: the cached model file, or None when the cache folder was not writable.
+        onnx_path: the cached fp32 model file, or None when the cache folder was not writable.
         exported: whether this start exported the model (False: read from the cache).
         session: the ``onnxruntime.InferenceSession``.
+        form: the network's form the session runs: ``"fp32"``, or the one :meth:`use_model`
+            switched to.
+        choice: why this form runs, when ``--runtime auto`` chose among forms (else None).
 
     Raises:
         EngineError: onnx/onnxruntime missing, or a precision other than fp32.
@@ -138,14 +123,45 @@ class OnnxEngine(CpuEngine):
         cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         self.attention = attention
         key = cache_key(generator, attention)
-        self.onnx_path: Path | None = cache_dir / f"slsnet-{key}.onnx"
-        self.exported = False
-        self.session = self._load_or_export()
-        plural = "s" if self.threads > 1 else ""
-        form = "" if attention == "ort" else f" ({attention} attention)"
-        self.name = f"cpu fp32 onnxruntime{form}, {self.threads} thread{plural}"
+        self.cache_dir = cache_dir
+        self.choice: str | None = None
+        self.session, self.exported, self.onnx_path = load_or_build(
+            cache_dir / f"slsnet-{key}.onnx", self._export, self.session_of, what="ONNX model")
+        self._name("fp32")
 
-    def _session(self, model: bytes | str):
+    def _name(self, form: str) -> None:
+        self.form = self.precision = form
+        plural = "s" if self.threads > 1 else ""
+        attention = "" if self.attention == "ort" else f" ({self.attention} attention)"
+        self.name = f"cpu {form} onnxruntime{attention}, {self.threads} thread{plural}"
+
+    def use(self, session, form: str) -> None:
+        """Run ``session`` (another form of this network, from :meth:`session_of`) from now on.
+
+        Args:
+            session: runs a model with this engine's input and output, e.g. its int8 form.
+            form: what the engine's name says it runs (``"int8"``).
+        """
+        self.session = session
+        self._name(form)
+
+    def fp32_model(self) -> bytes:
+        """The fp32 ONNX model this engine started with (the cached file, or exported again)."""
+        if self.onnx_path is not None:
+            try:
+                return self.onnx_path.read_bytes()
+            except OSError:  # pruned meanwhile by another process
+                pass
+        return self._export()
+
+    def _export(self) -> bytes:
+        t0 = time.perf_counter()
+        model = export_onnx(self.generator, attention=self.attention)
+        log.info("exported the generator to ONNX in %.1f s", time.perf_counter() - t0)
+        return model
+
+    def session_of(self, model: bytes | str):
+        """An ONNX Runtime session for ``model`` (a path or bytes) with this engine's settings."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -154,29 +170,6 @@ class OnnxEngine(CpuEngine):
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-    def _load_or_export(self):
-        path = self.onnx_path
-        if path is not None and path.is_file():
-            try:
-                session = self._session(str(path))
-                os.utime(path)  # most recently used: the last to be pruned
-                return session
-            except Exception as exc:  # onnxruntime raises its own types for a damaged file
-                log.warning("cached ONNX model %s cannot be loaded (%s); rebuilding it", path,
-                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        t0 = time.perf_counter()
-        model = export_onnx(self.generator, attention=self.attention)
-        self.exported = True
-        log.info("exported the generator to ONNX in %.1f s", time.perf_counter() - t0)
-        try:
-            write_atomically(path, model)
-            _prune(path.parent)
-        except OSError as exc:
-            log.warning("cannot cache the ONNX model in %s (%s); it is exported again at every "
-                        "start", path.parent, exc)
-            self.onnx_path = None
-        return self._session(model)
 
     def probabilities(self, x: torch.Tensor) -> np.ndarray:
         """Run the session. Args: x: N×3×S×S normalised. Returns: N×S×S float32 numpy."""

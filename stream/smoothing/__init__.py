@@ -12,7 +12,15 @@ the previous output blended in, moved along ``optical_flow`` for ``flow``), and 
 
 from stream.smoothing.blend import FLOW_DEFAULTS, Ema, FlowSmoother, Identity, certainty_weight
 from stream.smoothing.keyframe import KEYFRAME_DEFAULTS, AsyncKeyframe, Keyframe
-from stream.smoothing.modes import CHOICES, DEFAULT_MODE, MODES, build_smoother, resolve_mode
+from stream.smoothing.modes import (
+    CHOICES,
+    DEFAULT_MODE,
+    MODES,
+    auto_reason,
+    build_smoother,
+    every_frame_fits,
+    resolve_mode,
+)
 
 __all__ = [
     "CHOICES",
@@ -25,7 +33,9 @@ __all__ = [
     "FlowSmoother",
     "Identity",
     "Keyframe",
+    "auto_reason",
     "build_smoother",
     "certainty_weight",
+    "every_frame_fits",
     "resolve_mode",
 ]

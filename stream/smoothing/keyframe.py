@@ -26,6 +26,28 @@ from stream.smoothing.optical_flow import compose, identity_map, remap
 # every keyframe snapped to the network and fast pans flickered more than with no smoothing
 # (chosen on training-image clips of the temporal benchmark, docs/history.md)
 KEYFRAME_DEFAULTS = {"history": 0.8, "floor": 0.5, "hysteresis": 0.1, "sigma": 30.0}
+HEADROOM = 0.8  # share of the frame interval the network and smoothing may take per frame
+PROP_MS = 3.0  # a first guess at a frame's own smoothing cost (optical flow, blend)
+
+
+def keyframe_interval(net_ms: float, frame_ms: float, *, prop_ms: float = PROP_MS,
+                      headroom: float = HEADROOM, max_interval: int = 8) -> int:
+    """The keyframe interval k that keeps the average time per frame within the budget.
+
+    One frame in k pays the network (``net_ms``), every frame its own smoothing (``prop_ms``);
+    k = 1 means every frame can go through the network at the source's rate.
+
+    Args:
+        net_ms: the network's time per frame (preprocess + infer + postprocess).
+        frame_ms: the source's frame interval.
+        prop_ms: a frame's smoothing cost.
+        headroom: the share of ``frame_ms`` the two may take.
+        max_interval: the largest k.
+    """
+    budget = headroom * frame_ms - prop_ms
+    if budget <= 0:  # smoothing alone eats the frame interval: space keyframes out fully
+        return max_interval
+    return int(min(max(math.ceil(net_ms / budget), 1), max_interval))
 
 
 class Keyframe(FlowSmoother):
@@ -52,7 +74,7 @@ class Keyframe(FlowSmoother):
         interval: int | None = None,
         max_interval: int = 8,
         fps: float | None = None,
-        headroom: float = 0.8,
+        headroom: float = HEADROOM,
         **options,
     ):
         # A keyframe's fresh output is worth more than the propagated one, whose error grows
@@ -65,7 +87,7 @@ class Keyframe(FlowSmoother):
         self.fixed, self.max_interval, self.headroom = interval, max_interval, headroom
         self.frame_ms = 1000.0 / (fps or 30.0)
         self.net_ms: float | None = None  # running mean of preprocess + infer + postprocess
-        self.prop_ms = 3.0  # running mean of a propagated frame's own cost
+        self.prop_ms = PROP_MS  # running mean of a propagated frame's own cost
         self.since_key = 0  # frames scheduled since the last keyframe
         self.started = False  # a keyframe has been scheduled since the last reset
         self.acc: np.ndarray | None = None  # S×S×2: current pixels → keyframe pixels
@@ -79,10 +101,8 @@ class Keyframe(FlowSmoother):
             return self.fixed
         if self.net_ms is None:
             return 1
-        budget = self.headroom * self.frame_ms - self.prop_ms
-        if budget <= 0:  # propagation alone eats the frame interval: space keyframes out fully
-            return self.max_interval
-        return int(min(max(math.ceil(self.net_ms / budget), 1), self.max_interval))
+        return keyframe_interval(self.net_ms, self.frame_ms, prop_ms=self.prop_ms,
+                                 headroom=self.headroom, max_interval=self.max_interval)
 
     def reset(self) -> None:
         """Forget the keyframe; the next frame is one (measured timings are kept)."""

@@ -223,7 +223,9 @@ def run_web(args, *, console) -> int:
     open_warning = check_exposure(args.host, logins, args.no_auth)
     tls = check_tls(args.ssl_certfile, args.ssl_keyfile)
     config = dataclasses.replace(RunConfig.from_args(args), batch=1)
-    engine = build_engine(config)
+    engine = build_engine(config, progress=console.print)
+    if getattr(engine, "choice", None):
+        console.print(f"runtime auto: {engine.name} ({engine.choice})")
     notice = untrained_notice(engine)
     if notice is not None:
         console.print(Panel(notice, style="bold red"))

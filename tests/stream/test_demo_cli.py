@@ -2,6 +2,7 @@
 
 import csv
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -203,8 +204,8 @@ def test_trained_weights_are_used_without_warning(tmp_path, capsys):
 
 
 @pytest.mark.timeout(180)
-def test_default_smoothing_is_flow_on_a_file_and_keyframe_when_played_live(tmp_path, capsys,
-                                                                           random_weights):
+def test_default_smoothing_is_flow_on_a_file_and_follows_the_network_time_live(
+        tmp_path, capsys, random_weights):
     clip = write_clip(tmp_path / "in.mp4", frames=6)
     table = tmp_path / "t.csv"
     base = ["--video", str(clip.path), "--csv", str(table), "--no-display", "--threads", "1"]
@@ -212,9 +213,15 @@ def test_default_smoothing_is_flow_on_a_file_and_keyframe_when_played_live(tmp_p
     assert main(base) == 0
     assert "smoothing flow (auto)" in " ".join(capsys.readouterr().err.split())
     assert len(csv_rows(table)) == 6
-    # the same file played in real time is a live source: keyframes, the network on a thread
-    # of its own that must end with the run
+    # the same file played in real time is a live source: the network is timed first, and
+    # runs on every frame if it keeps up, else on keyframes, on a thread of its own that must
+    # end with the run
     before = {t.name for t in threading.enumerate()}
     assert main([*base, "--realtime"]) == 0
-    assert "smoothing keyframe (auto)" in " ".join(capsys.readouterr().err.split())
+    said = re.search(r"smoothing (\w+) \(auto: network (\d+) ms a frame ([≤>]) (\d+) ms that "
+                     r"([\d.]+) fps allows\)", " ".join(capsys.readouterr().err.split()))
+    assert said, "the start-up line says what auto chose and why"
+    mode, _, sign, budget, fps = said.groups()
+    assert float(fps) == 25 and int(budget) == round(0.8 * 1000 / 25 - 3)
+    assert (mode == "flow") == (sign == "≤")
     assert "keyframe-network" not in {t.name for t in threading.enumerate()} - before

@@ -188,9 +188,12 @@ def test_every_mode_records_its_time_and_name(static_clip):
         assert frame.timings["smooth"] >= 0 and frame.notes["smooth"] == mode
 
 
-def test_auto_is_keyframe_for_a_live_source_on_the_cpu_and_flow_otherwise():
-    # a camera on the CPU: the network cannot keep up, keyframes keep the view at the camera rate
+def test_auto_is_keyframe_for_a_slow_or_unmeasured_live_cpu_source_and_flow_otherwise():
+    # a camera on the CPU, the network unmeasured or too slow: keyframes keep the camera's rate
+    # (measured by the segmenter: tests/stream/test_segmenter.py)
     assert resolve_mode("auto", live=True, cpu=True) == "keyframe"
+    assert resolve_mode("auto", live=True, cpu=True, net_ms=100.0, fps=30.0) == "keyframe"
+    assert resolve_mode("auto", live=True, cpu=True, net_ms=10.0, fps=30.0) == "flow"
     # files, and anything on a GPU: every frame through the network, flow-smoothed
     assert resolve_mode("auto", live=False, cpu=True) == "flow"
     assert resolve_mode("auto", live=True, cpu=False) == "flow"
