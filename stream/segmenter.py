@@ -22,14 +22,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stream.engines import Engine
+from stream.engines import Engine, measure_network_ms
 from stream.engines.thread import EngineThread
 from stream.errors import StageError
 from stream.faults import Fault
 from stream.frame import Frame
 from stream.outputs.render import Renderer
 from stream.queues import Stopped
-from stream.smoothing import Identity, build_smoother, resolve_mode
+from stream.smoothing import Identity, auto_reason, build_smoother, resolve_mode
 from stream.stats import PipelineStats, Snapshot
 
 HUD_REFRESH_S = 0.1  # how often the HUD's numbers are recomputed
@@ -93,6 +93,7 @@ class Segmenter:
         self.stats = stats if stats is not None else PipelineStats()
         self._snapshot: Snapshot | None = None
         self._snapshot_t = 0.0
+        self.choice: str | None = None  # why ``auto`` chose the mode, when it measured
 
     @classmethod
     def build(
@@ -102,6 +103,8 @@ class Segmenter:
         *,
         live: bool,
         fps: float | None,
+        size_wh: tuple[int, int] | None = None,
+        net_ms: float | None = None,
         threshold: float | None = None,
         threaded: bool = False,
         renderer: Renderer | None = None,
@@ -116,6 +119,10 @@ class Segmenter:
             mode: one of :data:`stream.smoothing.CHOICES`.
             live: frames come from a camera (or a file paced like one): for ``auto``.
             fps: the source's frame rate (the keyframe interval follows it).
+            size_wh: the source's frame size, at which ``auto`` times the network.
+            net_ms: the network's time per frame, for ``auto`` on a live source on the CPU;
+                None: measured here (:func:`stream.engines.measure_network_ms`), so that
+                ``auto`` runs every frame through the network when that fits ``fps``.
             threshold: probability above which a pixel is lesion (None: the network's).
             threaded: run a keyframe schedule's network on its own thread, so that no frame
                 waits for it (live sources; files stay deterministic without it).
@@ -126,7 +133,10 @@ class Segmenter:
             ConfigError: an unknown mode or smoother option.
         """
         cpu = engine.device.type == "cpu"
-        resolved = resolve_mode(mode, live=live, cpu=cpu)
+        measured = mode == "auto" and live and cpu
+        if measured and net_ms is None:
+            net_ms = measure_network_ms(engine, size_wh or (640, 480))
+        resolved = resolve_mode(mode, live=live, cpu=cpu, net_ms=net_ms, fps=fps)
         network = EngineThread(engine) if threaded and resolved == "keyframe" else None
         try:
             smoother = build_smoother(
@@ -136,8 +146,11 @@ class Segmenter:
             if network is not None:
                 network.close()
             raise
-        return cls(engine, smoother, renderer=renderer, stats=stats, network=network,
-                   fault=fault)
+        segmenter = cls(engine, smoother, renderer=renderer, stats=stats, network=network,
+                        fault=fault)
+        if measured:
+            segmenter.choice = auto_reason(net_ms, fps)
+        return segmenter
 
     @property
     def mode(self) -> str:

@@ -28,9 +28,10 @@ CSS = ("#live-readout {font-family: ui-monospace, monospace; font-size: 0.9em}\n
        + " {position: static; margin-bottom: var(--spacing-sm)}")
 NOT_A_DEVICE = ("A research tool, **not a medical device**: its masks are not a diagnosis and "
                 "must not guide treatment.")
-SMOOTHING_INFO = ("how masks carry over between frames. auto: keyframe for a live camera on the "
-                  "CPU (the network on some frames, optical flow between), flow otherwise; "
-                  "off: every frame on its own")
+SMOOTHING_INFO = ("how masks carry over between frames. auto: flow (every frame through the "
+                  "network) unless a live camera on the CPU outpaces the network, then keyframe "
+                  "(the network on some frames, optical flow between); off: every frame on its "
+                  "own")
 THRESHOLD_INFO = "lesion probability above which a pixel is lesion (lower: larger masks)"
 
 
