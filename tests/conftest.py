@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from support.display import xvfb  # noqa: F401 - the private X server, for the window tests
 from support.isic_runs import ISIC, copy_split, train
 
 # The machines that run these tests have 2 cores and run other work; one thread each keeps

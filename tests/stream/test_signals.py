@@ -28,7 +28,6 @@ from support.reliability import (
     start_demo,
     wait_for,
 )
-from test_window import xvfb  # noqa: F401 - the private X server fixture
 
 from stream.engines import build_engine
 from stream.outputs import open_sinks
