@@ -12,9 +12,7 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
-import traceback
 
 from rich.console import Console
 from rich.panel import Panel
@@ -32,6 +30,7 @@ from stream.assembly import (
     release,
     untrained_notice,
 )
+from stream.command import EXIT_INTERRUPTED, run_command
 from stream.engines import DEFAULT_WEIGHTS, DEVICES, PRECISIONS, RUNTIMES, Engine, default_threads
 from stream.errors import StreamError
 from stream.faults import fault_from_env
@@ -40,8 +39,6 @@ from stream.smoothing import CHOICES, DEFAULT_MODE
 from stream.sources import SAMPLE
 from stream.stats import PipelineStats, Summary
 from stream.web import run_web
-
-EXIT_ERROR, EXIT_INTERRUPTED = 1, 130
 
 
 def _camera(text: str) -> int | str:
@@ -315,15 +312,4 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Entry point: parse ``argv`` and run; user errors are one line, exit status non-zero."""
     args = build_parser(prog).parse_args(argv)
     console = Console(stderr=True)
-    try:
-        return run(args, console=console)
-    except StreamError as exc:
-        if args.debug:
-            traceback.print_exc()
-        message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"error: {message}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:  # Ctrl-C before the pipeline took over the signal
-        interrupts.ignore()  # a second press while this is printed changes nothing
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(lambda: run(args, console=console), debug=args.debug)

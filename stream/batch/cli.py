@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
 from rich.console import Console
@@ -38,12 +36,12 @@ from stream.batch.runners import (
     connect_ray,
     dispatch,
 )
+from stream.command import EXIT_ERROR, EXIT_INTERRUPTED, run_command
 from stream.engines import DEVICES, PRECISIONS, RUNTIMES, default_threads, resolve_device
 from stream.engines.base import find_default_weights
-from stream.errors import ConfigError, StreamError
+from stream.errors import ConfigError
 from stream.smoothing import CHOICES, DEFAULT_MODE
 
-EXIT_FAILED, EXIT_INTERRUPTED = 1, 130
 CRASH_ENV = "SLSNET_BATCH_CRASH"  # KEY@FRAME: kill the worker there, first attempt (tests)
 
 
@@ -232,7 +230,7 @@ def run(args, *, console: Console) -> int:
     bad = [r for r in results if r.get("key") in wanted and r.get("status") != "ok"]
     for r in bad:
         console.print(f"[red]failed:[/] {r['key']}: {r.get('reason', '')}")
-    return EXIT_FAILED if bad or failed else 0
+    return EXIT_ERROR if bad or failed else 0
 
 
 def _run_all(slots, todo, out, options, args, console) -> tuple[int, bool]:
@@ -263,14 +261,4 @@ def main(argv: list[str] | None = None, *, prog: str | None = None) -> int:
     """Entry point: parse ``argv`` and run; user errors are one line, exit status non-zero."""
     args = build_parser(prog).parse_args(argv)
     console = Console(stderr=True)
-    try:
-        return run(args, console=console)
-    except StreamError as exc:
-        if args.debug:
-            traceback.print_exc()
-        print(f"error: {' '.join(str(exc).split()) or type(exc).__name__}", file=sys.stderr)
-        return EXIT_FAILED
-    except KeyboardInterrupt:
-        interrupts.ignore()
-        print("interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    return run_command(lambda: run(args, console=console), debug=args.debug)
