@@ -58,16 +58,18 @@ def _weights(spec: str | None) -> str | None:
     return str(found)
 
 
-def _clip_key(image: Path, sweep_args: dict, weights: str | None) -> str:
+def _clip_key(image: Path, sweep_args: dict, weights: str | None, engine: str) -> str:
     """Cache key of a clip's network outputs: everything that changes them.
 
-    ``sweep_args`` are the :func:`stream.bench.synth.sweep` arguments, the seed among them: the same
-    image gets another seed (another tremor and noise) when ``--limit`` picks it at another place.
+    ``engine`` is the engine's name ("cpu int8 onnxruntime, 1 thread": another form of the
+    network gives other outputs). ``sweep_args`` are the :func:`stream.bench.synth.sweep`
+    arguments, the seed among them: the same image gets another seed (another tremor and
+    noise) when ``--limit`` picks it at another place.
     """
     stamp = Path(weights).stat().st_mtime_ns if weights else "random"
     code = hashlib.sha1(Path(synth.__file__).read_bytes()).hexdigest()[:12]
     clip = json.dumps(sweep_args, sort_keys=True)
-    text = f"{image.resolve()}|{clip}|{weights}|{stamp}|{code}"
+    text = f"{image.resolve()}|{clip}|{weights}|{stamp}|{code}|{engine}"
     return hashlib.sha1(text.encode()).hexdigest()[:20]
 
 
@@ -225,6 +227,9 @@ def _parser() -> argparse.ArgumentParser:
         "--weights",
         help="weights file, or 'random' (default: shipped, else the training checkpoint)",
     )
+    p.add_argument("--runtime", choices=("torch", "onnx", "auto"), default="torch",
+                   help="the CPU engine: torch (default), onnx (ONNX Runtime fp32) or auto (the "
+                   "fastest form that passed its accuracy check here, as the app runs it)")
     p.add_argument("--batch", type=int, default=8, help="frames per network call when caching")
     p.add_argument("--cache", metavar="DIR", help="keep network outputs per clip here between runs")
     return p
@@ -258,7 +263,10 @@ def run(args: argparse.Namespace, console: Console) -> dict:
     pairs = find_pairs(args.data)
     if args.limit and args.limit < len(pairs):
         pairs = [pairs[round(i * len(pairs) / args.limit)] for i in range(args.limit)]
-    engine = build_engine(device=torch.device("cpu"), weights=weights)
+    engine = build_engine(device=torch.device("cpu"), weights=weights, runtime=args.runtime,
+                          progress=lambda line: console.print(f"[dim]{line}[/]"))
+    if getattr(engine, "choice", None):
+        console.print(f"runtime {args.runtime}: {engine.name} ({engine.choice})")
     net_ms = None
     cache = Path(args.cache) if args.cache else None
     if cache:
@@ -274,7 +282,8 @@ def run(args: argparse.Namespace, console: Console) -> dict:
             steps = frame_steps(synth.sweep_views(rgb, mask, **sweep_args))
             if net_ms is None:
                 net_ms = latency_ms(engine, clip[0][0])
-            key = cache / f"{_clip_key(pair.image, sweep_args, weights)}.npy" if cache else None
+            key = (cache / f"{_clip_key(pair.image, sweep_args, weights, engine.name)}.npy"
+                   if cache else None)
             if key is not None and key.is_file():
                 probs = np.load(key).astype(np.float32)
             else:

@@ -364,6 +364,10 @@ def test_cached_network_outputs_belong_to_one_clip(tmp_path):
     )
     assert any(not np.array_equal(a, b) for a, b in zip(first, second, strict=True))
     # then their network outputs are cached apart, and each clip finds its own again
-    keys = {temporal_bench._clip_key(image, {**args, "seed": seed}, None) for seed in (0, 1, 1)}
+    keys = {temporal_bench._clip_key(image, {**args, "seed": seed}, None, "cpu fp32")
+            for seed in (0, 1, 1)}
     assert len(keys) == 2
-    assert temporal_bench._clip_key(image, {**args, "seed": 0, "motion": "zoom"}, None) not in keys
+    assert temporal_bench._clip_key(image, {**args, "seed": 0, "motion": "zoom"}, None,
+                                    "cpu fp32") not in keys
+    # another form of the network (int8) has outputs of its own
+    assert temporal_bench._clip_key(image, {**args, "seed": 0}, None, "cpu int8") not in keys
