@@ -38,6 +38,14 @@ import numpy as np
 import torch
 
 from slsnet.generator import Generator
+from stream.engines.cuda_ring import (
+    Pending,
+    Slot,
+    chunks,
+    graph_for,
+    graph_sizes,
+    pinned_tensor,
+)
 from stream.engines.gpu_kernels import CupyKernels
 from stream.engines.resample import input_taps, output_taps
 from stream.engines.torch_kernels import TorchKernels
@@ -46,7 +54,6 @@ from stream.frame import Frame
 
 Kernels = CupyKernels | TorchKernels
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-_EVENTS = ("up0", "up1", "comp0", "comp1", "down0", "down1")
 
 
 def resolve_precision(precision: str) -> str:
@@ -73,39 +80,6 @@ def build_kernels(device: torch.device, kind: str = "auto") -> tuple[Kernels, st
         return TorchKernels(device), "CuPy not installed: torch pre/postprocessing (slower)"
 
 
-def graph_sizes(batch: int) -> list[int]:
-    """The batch sizes that get a CUDA graph: the powers of two below ``batch``, and ``batch``.
-
-    A batch of n frames replays the smallest graph that holds n (:func:`graph_for`), so a single
-    live frame or keyframe computes one frame, not ``batch`` (at most twice the work it needs).
-    """
-    return [1 << i for i in range(max(batch - 1, 0).bit_length()) if 1 << i < batch] + [batch]
-
-
-def graph_for(count: int, sizes: list[int]) -> int:
-    """The smallest of ``sizes`` (ascending) that holds ``count`` frames."""
-    return next(n for n in sizes if n >= count)
-
-
-def chunks(frames: list[Frame], batch: int) -> list[list[Frame]]:
-    """Consecutive runs of same-size frames, each at most ``batch`` long (order kept)."""
-    out: list[list[Frame]] = []
-    for frame in frames:
-        last = out[-1] if out else None
-        if last is None or len(last) == batch or last[0].size_wh != frame.size_wh:
-            out.append([frame])
-        else:
-            last.append(frame)
-    return out
-
-
-class Pending:
-    """A submitted batch; :meth:`CudaEngine.collect` fills its frames."""
-
-    def __init__(self, frames: list[Frame], slot: _Slot, masks: bool) -> None:
-        self.frames, self.slot, self.done, self.masks = frames, slot, False, masks
-
-
 class InFlight:
     """Frames handed to :meth:`CudaEngine.predict_async`; :meth:`collect` brings them home."""
 
@@ -116,42 +90,6 @@ class InFlight:
         """Block until every batch is back: ``prob`` and timings are set on its frames."""
         for pending in self.batches:
             self.engine.collect(pending)
-
-
-def pinned_tensor(image: np.ndarray) -> torch.Tensor | None:
-    """``image`` as a tensor on the same memory when that memory is page-locked, else None.
-
-    Such a frame is uploaded from where it lies, asynchronously, with no copy on the host.
-    """
-    if not image.flags.c_contiguous:
-        return None
-    tensor = torch.from_numpy(image)
-    return tensor if tensor.is_pinned() else None
-
-
-class _Slot:
-    """One ring entry: pinned host buffers, device buffers, events, and its CUDA graphs."""
-
-    def __init__(self, batch: int, size_wh: tuple[int, int], size: int, device, kernels) -> None:
-        w, h = size_wh
-        self.host_in = torch.empty((batch, h, w, 3), dtype=torch.uint8, pin_memory=True)
-        self.host_prob = torch.empty((batch, size, size), dtype=torch.float32, pin_memory=True)
-        self.host_mask = torch.empty((batch, h, w), dtype=torch.uint8, pin_memory=True)
-        self.dev_in = torch.zeros((batch, h, w, 3), dtype=torch.uint8, device=device)
-        self.dev_prob = torch.zeros((batch, size, size), dtype=torch.float32, device=device)
-        self.dev_mask = torch.zeros((batch, h, w), dtype=torch.uint8, device=device)
-        self.np_in, self.np_prob, self.np_mask = (
-            t.numpy() for t in (self.host_in, self.host_prob, self.host_mask)
-        )
-        # what the kernels take: CuPy views (DLPack) or the tensors themselves
-        self.k_in, self.k_prob, self.k_mask = (
-            kernels.view(t) for t in (self.dev_in, self.dev_prob, self.dev_mask)
-        )
-        self.ev = {name: torch.cuda.Event(enable_timing=True) for name in _EVENTS}
-        self.graphs: dict[int, torch.cuda.CUDAGraph] = {}  # frames computed → its graph
-        self.pending: Pending | None = None
-        self.stage_ms = 0.0
-        self.sources: list[torch.Tensor] = []  # what each row is uploaded from
 
 
 class _Plan:
@@ -165,7 +103,7 @@ class _Plan:
         self.k_x = kernels.view(self.x)
         self.in_taps = kernels.upload(*input_taps(size_wh, s))
         self.out_taps = kernels.upload(*output_taps(s, size_wh))
-        self.slots = [_Slot(b, size_wh, s, engine.device, kernels) for _ in range(engine.ring)]
+        self.slots = [Slot(b, size_wh, s, engine.device, kernels) for _ in range(engine.ring)]
         self.next = 0
 
 
@@ -266,7 +204,7 @@ class CudaEngine:
         comp.synchronize()
         return plan
 
-    def _device_work(self, plan: _Plan, slot: _Slot, count: int) -> None:
+    def _device_work(self, plan: _Plan, slot: Slot, count: int) -> None:
         """Everything on the compute stream for one slot (what a graph captures)."""
         k, comp = self.kernels, self.compute_stream
         k.preprocess(slot.k_in, plan.in_taps, plan.k_x, self.dtype, frames=count, stream=comp)
@@ -332,7 +270,7 @@ class CudaEngine:
             slot.pending = Pending(frames, slot, masks)
             return slot.pending
 
-    def _launch(self, plan: _Plan, slot: _Slot, count: int, masks: bool) -> None:
+    def _launch(self, plan: _Plan, slot: Slot, count: int, masks: bool) -> None:
         up, comp, down, ev = self.upload_stream, self.compute_stream, self.download_stream, slot.ev
         # the plan's buffers are inference tensors: they may only be written in inference mode
         with torch.cuda.device(self.device), torch.inference_mode():
@@ -357,7 +295,7 @@ class CudaEngine:
                 slot.host_prob[:count].copy_(slot.dev_prob[:count], non_blocking=True)
             ev["down1"].record(down)
 
-    def _finish(self, slot: _Slot) -> None:
+    def _finish(self, slot: Slot) -> None:
         pending, ev = slot.pending, slot.ev
         ev["down1"].synchronize()  # this batch only; other slots keep running
         t0 = time.perf_counter()

@@ -159,7 +159,8 @@ def test_without_an_asynchronous_engine_nothing_changes(cpu_engine):
 @pytest.mark.cuda
 def test_cuda_pipeline_lands_in_pinned_memory_and_matches_one_frame_at_a_time():
     from slsnet import build_generator
-    from stream.engines.cuda import CudaEngine, pinned_tensor
+    from stream.engines.cuda import CudaEngine
+    from stream.engines.cuda_ring import pinned_tensor
 
     torch.manual_seed(0)
     engine = CudaEngine(build_generator().eval(), device=torch.device("cuda"), precision="fp32")

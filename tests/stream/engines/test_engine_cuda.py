@@ -128,7 +128,7 @@ def test_engine_cuda_imports_without_cupy_and_refuses_the_cpu():
 
 
 def test_chunks_cut_by_batch_and_by_frame_size():
-    from stream.engines.cuda import chunks
+    from stream.engines.cuda_ring import chunks
 
     frames = [make_frame((64, 48) if i < 5 else (32, 24), i) for i in range(8)]
     out = chunks(frames, 2)
@@ -136,7 +136,7 @@ def test_chunks_cut_by_batch_and_by_frame_size():
 
 
 def test_graph_sizes_let_a_short_batch_compute_little_more_than_itself():
-    from stream.engines.cuda import graph_for, graph_sizes
+    from stream.engines.cuda_ring import graph_for, graph_sizes
 
     assert graph_sizes(1) == [1] and graph_sizes(3) == [1, 2, 3]
     assert graph_sizes(8) == [1, 2, 4, 8] and graph_sizes(12) == [1, 2, 4, 8, 12]
