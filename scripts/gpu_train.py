@@ -38,7 +38,8 @@ COMMON = ["--lr-schedule", "cosine", "--lr-warmup", "1", "--beta1",
           "0.9", "--bce-weight", "1", "--jaccard-weight", "1", "--l1-weight", "0",
           "--adv-weight", "0.1", "--ema-decay", "0.995", "--device", "cuda", "--threads", "2"]
 COMPARISON_ARGS = ["--batch-size", str(BATCH), "--lr", "1e-3", "--seed", "1"]
-MAIN_ARGS = ["--batch-size", str(MAIN_BATCH), "--lr", "2e-3"]  # sqrt scaling from 16 at 1e-3
+MAIN_BATCH_ARGS = ["--batch-size", str(MAIN_BATCH)]
+MAIN_ARGS = [*MAIN_BATCH_ARGS, "--lr", "2e-3"]  # sqrt scaling from 16 at 1e-3
 # Comparisons, each pair at equal cost on a 2-core CPU (images/s at batch 8, 2 threads, idle
 # EPYC: sup 26 at 64 and 4.8 at 128, gan 18 at 64 and 3.3 at 128):
 COMPARISONS = {
@@ -116,7 +117,7 @@ def finetune_schedule(budget_s: float, rates: dict, n_images: int) -> str:
 def plan_runs(plan: dict, init: Path | None, beside: str = "variants") -> dict[str, list[str]]:
     """Each run's own flags (after the common ones)."""
     if init is not None:
-        return {name: ["--init", str(init), "--schedule", plan["finetune"], *MAIN_ARGS[:2],
+        return {name: ["--init", str(init), "--schedule", plan["finetune"], *MAIN_BATCH_ARGS,
                        *extra, *MAIN_EXTRA] for name, extra in FINETUNE.items()}
     main = ["--schedule", plan["main"], *MAIN_ARGS, *MAIN_EXTRA]
     if beside == "variants":

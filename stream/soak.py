@@ -30,6 +30,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream.assembly import Outputs, RunConfig, build_engine, build_pipeline, open_outputs
+from stream.command import one_line
 from stream.engines import DEVICES, RUNTIMES, resolve_device
 from stream.errors import ConfigError, StreamError
 from stream.smoothing import CHOICES, DEFAULT_MODE
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _soak(args, console)
     except StreamError as exc:
-        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"error: {one_line(exc)}", file=sys.stderr)
         return 1
 
 

@@ -33,6 +33,7 @@ from stream.assembly import (
     release,
 )
 from stream.batch.plan import RESULT, STAGING, Options, Recording, commit
+from stream.command import one_line
 from stream.faults import Fault
 from stream.frame import Frame, SourceInfo
 from stream.outputs import Sink
@@ -94,11 +95,6 @@ class Recorder(Sink):
                 "lesion_frames": int(np.count_nonzero(areas)), "series": series}
 
 
-def _reason(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return text if text else type(exc).__name__
-
-
 class Worker:
     """Processes recordings one after another with one engine, built on first use.
 
@@ -143,7 +139,7 @@ class Worker:
         except Exception as exc:  # one recording's failure is its row, never the batch's
             shutil.rmtree(staged)  # a failed recording keeps only its result
             staged.mkdir()
-            result.update(status="failed", reason=_reason(exc), frames_in=0, frames_out=0)
+            result.update(status="failed", reason=one_line(exc), frames_in=0, frames_out=0)
         result["wall_s"] = round(time.perf_counter() - t0, 3)
         _write_json(staged / RESULT, result)  # last: its presence means the folder is whole
         commit(staged, self.out / recording.key)

@@ -8,8 +8,7 @@ The members that encode video need PyAV; they are imported on first use, so that
 without PyAV (a GPU machine benchmarking the pipeline on frames in memory) imports the rest.
 """
 
-from importlib import import_module
-
+from stream.lazy import lazy_members
 from stream.outputs.base import PtsClock, Sink
 from stream.outputs.render import Renderer, file_hud_lines, hud_lines, smoothing_text
 from stream.outputs.window import Controls, WindowSink, display_problem
@@ -43,12 +42,4 @@ __all__ = [
     "smoothing_text",
 ]
 
-
-def __getattr__(name: str):
-    """The members that import PyAV, imported when first asked for (PEP 562)."""
-    module = _NEED_PYAV.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_members(__name__, _NEED_PYAV)

@@ -10,8 +10,7 @@ The members that decode files need PyAV; they are imported on first use, so that
 without PyAV (a GPU machine running the benchmark on frames in memory) can import the rest.
 """
 
-from importlib import import_module
-
+from stream.lazy import lazy_members
 from stream.sources.base import Source, is_camera_spec
 from stream.sources.camera import CameraSource
 from stream.sources.memory import MemorySource
@@ -36,12 +35,4 @@ __all__ = [
     "open_source",
 ]
 
-
-def __getattr__(name: str):
-    """The members that import PyAV, imported when first asked for (PEP 562)."""
-    module = _NEED_PYAV.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(module), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_members(__name__, _NEED_PYAV)

@@ -38,12 +38,22 @@ def test_unknown_step_is_an_error(tmp_path):
     assert proc.returncode == 2 and "unknown step 'fly'" in proc.stderr
 
 
-def test_training_plan_fills_the_budget_without_a_gpu(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
-                           str(tmp_path), "--seconds", "400", "--dry-run", "--beside",
-                           "comparisons"], cwd=ROOT, text=True, capture_output=True, timeout=60)
+def gpu_train(out: Path, *flags: str) -> subprocess.CompletedProcess:
+    """scripts/gpu_train.py with a 400 s budget writing into ``out``, and ``flags``."""
+    return subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
+                           str(out), "--seconds", "400", *flags], cwd=ROOT, text=True,
+                          capture_output=True, timeout=60)
+
+
+def dry_plan(out: Path, *flags: str) -> dict:
+    """The plan a dry run of scripts/gpu_train.py writes (no GPU, no data)."""
+    proc = gpu_train(out, "--dry-run", *flags)
     assert proc.returncode == 0, proc.stderr
-    plan = json.loads((tmp_path / "plan.json").read_text())
+    return json.loads((out / "plan.json").read_text())
+
+
+def test_training_plan_fills_the_budget_without_a_gpu(tmp_path):
+    plan = dry_plan(tmp_path, "--beside", "comparisons")
     phases = [p.split(":") for p in plan["main"].split(",")]
     assert [(size, kind) for size, _, kind in phases] == [
         ("64", "sup"), ("128", "sup"), ("128", "gan")]
@@ -52,11 +62,7 @@ def test_training_plan_fills_the_budget_without_a_gpu(tmp_path):
 
 
 def test_fine_tuning_plan_continues_from_weights_at_128(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
-                           str(tmp_path), "--seconds", "400", "--init", "weights/x.pt",
-                           "--dry-run"], cwd=ROOT, text=True, capture_output=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    plan = json.loads((tmp_path / "plan.json").read_text())
+    plan = dry_plan(tmp_path, "--init", "weights/x.pt")
     phases = [p.split(":") for p in plan["finetune"].split(",")]
     assert [(size, kind) for size, _, kind in phases] == [("128", "sup"), ("128", "gan")]
     sup, gan = (int(epochs) for _, epochs, _ in phases)
@@ -64,22 +70,13 @@ def test_fine_tuning_plan_continues_from_weights_at_128(tmp_path):
 
 
 def test_fine_tuning_needs_weights_that_exist(tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused", "--out",
-                           str(tmp_path), "--seconds", "400", "--init", "no/such.pt"],
-                          cwd=ROOT, text=True, capture_output=True, timeout=60)
+    proc = gpu_train(tmp_path, "--init", "no/such.pt")
     assert proc.returncode == 2 and "no/such.pt: no such file" in proc.stderr
 
 
 def test_by_default_the_main_recipe_runs_with_its_variants_on_one_schedule(tmp_path):
-    def plan_for(*extra):
-        out = tmp_path / "-".join(extra or ("default",))
-        proc = subprocess.run([sys.executable, "scripts/gpu_train.py", "--data", "unused",
-                               "--out", str(out), "--seconds", "400", "--dry-run", *extra],
-                              cwd=ROOT, text=True, capture_output=True, timeout=60)
-        assert proc.returncode == 0, proc.stderr
-        return json.loads((out / "plan.json").read_text())
-
-    plan, alone = plan_for(), plan_for("--beside", "comparisons")
+    plan = dry_plan(tmp_path / "default")
+    alone = dry_plan(tmp_path / "comparisons", "--beside", "comparisons")
     assert plan["beside"] == ["main_colour", "main_seed1"] and "comparisons_gpu_s" not in plan
     epochs = [int(p.split(":")[1]) for p in plan["main"].split(",")]
     alone_epochs = [int(p.split(":")[1]) for p in alone["main"].split(",")]
