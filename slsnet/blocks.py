@@ -56,9 +56,18 @@ class PAM(nn.Module):
     unpadded B×N×C' queries and keys and B×N×C values (:func:`plain_attention`, or an operator
     that the exporter maps to ONNX Runtime's own kernel): on the CPU the padding only
     multiplies the QKᵀ work.
+
+    ``pool`` (set the same way, by :func:`slsnet.onnx_export.export_copy` only) makes the
+    attention an approximation: every query attends to the keys and values averaged over
+    pool×pool cells, pool² times fewer (the asymmetric form of Zhu et al. 2019, applied to the
+    trained weights). Since the softmax is shift-invariant, this equals weighting each cell by
+    ``exp(q·k̄)`` instead of the mean of its ``exp(q·kᵢ)``: close where keys vary slowly over
+    a cell. Forms that use it are checked by their masks (:mod:`stream.engines.cpu_choice`).
     """
 
     attention = None  # export hook; the class default keeps every other use on the fused path
+    pool = 1  # export hook: >1 attends to keys and values averaged over pool×pool cells
+
 
     def __init__(self, channels: int, *, reduction: int = 8) -> None:
         super().__init__()
@@ -72,8 +81,11 @@ class PAM(nn.Module):
         """The attention term before the gate. Args: x: B×C×H×W. Returns: B×C×H×W."""
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
-        k = self.key(x).flatten(2).transpose(1, 2)  # B×N×C'
-        v = self.value(x).flatten(2).transpose(1, 2)  # B×N×C
+        keys, values = self.key(x), self.value(x)
+        if self.pool > 1:  # an approximation (see pooled_keys): N/pool² keys for N queries
+            keys, values = F.avg_pool2d(keys, self.pool), F.avg_pool2d(values, self.pool)
+        k = keys.flatten(2).transpose(1, 2)  # B×M×C'
+        v = values.flatten(2).transpose(1, 2)  # B×M×C
         if self.attention is not None:
             return self.attention(q, k, v).transpose(1, 2).reshape(b, c, h, w)
         # Fused CPU/GPU kernels want a unit stride on the last axis, else SDPA falls back to

@@ -72,37 +72,71 @@ class OrtAttention(torch.autograd.Function):
 
 
 ATTENTIONS = {"ort": OrtAttention.apply, "plain": plain_attention}
+POOLS = (1, 2, 4)  # export_copy's pool: exact, or keys averaged over 2×2 or 4×4 cells
 
 
-def export_copy(generator: Generator, attention: str = "ort") -> Generator:
+def largest_maps(generator: Generator) -> list[PAM]:
+    """The PAMs that attend over the largest maps (the most positions) in ``generator``.
+
+    Found by running it on a :data:`TRACE_SIZE` input: the network is fully convolutional, so
+    which PAMs see the largest maps does not depend on the input size.
+    """
+    sizes: dict[PAM, int] = {}
+
+    def record(module, inputs):
+        sizes[module] = inputs[0].shape[-2] * inputs[0].shape[-1]
+
+    pams = [m for m in generator.modules() if isinstance(m, PAM)]
+    hooks = [m.register_forward_pre_hook(record) for m in pams]
+    try:
+        with torch.no_grad():
+            generator(torch.zeros(1, generator.config.in_channels, TRACE_SIZE, TRACE_SIZE))
+    finally:
+        for hook in hooks:
+            hook.remove()
+    largest = max(sizes.values(), default=0)
+    return [m for m in pams if sizes.get(m) == largest]
+
+
+def export_copy(generator: Generator, attention: str = "ort", pool: int = 1) -> Generator:
     """A deep copy of ``generator`` in eval mode whose PAMs use ``attention``.
 
     Args:
         generator: not modified.
         attention: a key of :data:`ATTENTIONS`.
+        pool: 1 (exact), or the PAMs on the largest maps (:func:`largest_maps`: at 128×128 the
+            two over 64×64 = 4 096 positions, most of the CPU time) attend to keys and values
+            averaged over pool×pool cells (:class:`~slsnet.blocks.PAM`): an approximation.
+            Those maps are H/2 × W/2 and H and W are divisible by 8, so ``pool`` may be 2 or 4.
     """
     if attention not in ATTENTIONS:
         raise ValueError(f"attention must be one of {sorted(ATTENTIONS)}, not {attention!r}")
+    if pool not in POOLS:
+        raise ValueError(f"pool must be one of {POOLS}, not {pool!r}")
     exported = copy.deepcopy(generator).eval()
     for module in exported.modules():
         if isinstance(module, PAM):
             module.attention = ATTENTIONS[attention]
+    for module in largest_maps(exported) if pool > 1 else ():
+        module.pool = pool
     return exported
 
 
-def export_onnx(generator: Generator, *, attention: str = "ort") -> bytes:
+def export_onnx(generator: Generator, *, attention: str = "ort", pool: int = 1) -> bytes:
     """The generator as an ONNX model (opset :data:`OPSET`, float32).
 
     Args:
         generator: on the CPU; not modified.
         attention: ``"ort"`` (ONNX Runtime's fused kernel) or ``"plain"`` (standard operators
             only): see the module docstring.
+        pool: 1 for the exact network; 2 or 4 for the approximate attention of
+            :func:`export_copy`.
 
     Returns:
         The serialised model: input ``x`` B×3×H×W normalised to [-1, 1], output ``prob``
         B×1×H×W probabilities; B, H and W are dynamic (H and W divisible by 8).
     """
-    model = export_copy(generator, attention).float().cpu()
+    model = export_copy(generator, attention, pool).float().cpu()
     dummy = torch.zeros(1, model.config.in_channels, TRACE_SIZE, TRACE_SIZE)
     axes = {0: "batch", 2: "height", 3: "width"}
     buffer = io.BytesIO()

@@ -11,7 +11,11 @@ only; ONNX Runtime int8 static quantization (:mod:`slsnet.onnx_quantize`) with 8
 weights, the attention blocks (and the stem and decoder) in fp32 or everything quantized, and
 the int8 form ``--runtime auto`` builds (:mod:`stream.engines.cpu_choice`, calibrated on the
 bundled images); OpenVINO fp32 and int8 where ``openvino`` is installed (standard-operator
-attention: it lacks ONNX Runtime's fused kernel).
+attention: it lacks ONNX Runtime's fused kernel). ``--rows auto``: the references and every
+form ``--runtime auto`` builds (int8, and the attention over pooled keys).
+
+Each candidate is timed in blocks of calls (:func:`stream.bench.measure.alternating`), so that
+no candidate is timed beside the previous one's spinning worker threads.
 """
 
 from __future__ import annotations
@@ -99,13 +103,41 @@ def torch_run(generator, threads: int) -> Run:
     return run
 
 
+def reference_candidates(generator, fused: bytes, threads: int) -> list[Candidate]:
+    """Torch fp32 (the mask reference) and the exact ONNX Runtime engine at ``threads`` and 1."""
+    return [
+        Candidate("torch fp32 channels_last", f"torch.set_num_threads({threads})",
+                  torch_run(generator, threads)),
+        Candidate("ORT fp32 (the exact engine)", f"{threads} threads, ENABLE_ALL, sequential",
+                  ort_session(fused, threads)),
+        Candidate("ORT fp32 (the exact engine)", "1 thread, ENABLE_ALL", ort_session(fused, 1)),
+    ]
+
+
+def auto_candidates(generator, fused: bytes, threads: int) -> list[Candidate]:
+    """Every form :data:`~stream.engines.cpu_choice.CANDIDATES` builds, as it builds them."""
+    bundled, _ = load_check_set(generator.config.input_size)
+    out = []
+    for form in CANDIDATES:
+        model = form.build(fused, generator, bundled)
+        out += [Candidate(f"ORT {form.form} (--runtime auto's form)",
+                          f"{k} thread{'s' if k > 1 else ''}, ENABLE_ALL", ort_session(model, k))
+                for k in sorted({threads, 1}, reverse=True)]
+    return out
+
+
 def build_candidates(generator, calibration: list[Path], threads: int,
                      rows: str = "all") -> list[Candidate]:
     """Every candidate this machine can run (OpenVINO only where installed).
 
-    ``rows="int8"``: the references (torch and ORT fp32) and the ORT int8 forms only.
+    ``rows="int8"``: the references (torch and ORT fp32) and the ORT int8 forms only;
+    ``rows="auto"``: the references and every form ``--runtime auto`` builds, at ``threads``
+    and at 1 thread.
     """
     fused = export_onnx(generator, attention="ort")
+    if rows == "auto":
+        return reference_candidates(generator, fused, threads) + auto_candidates(
+            generator, fused, threads)
     plain = export_onnx(generator, attention="plain")
     t0 = time.perf_counter()
     images = list(calibration_batches(calibration, generator.config.input_size))
@@ -121,13 +153,7 @@ def build_candidates(generator, calibration: list[Path], threads: int,
     s7_auto = auto.build(fused, generator, bundled)
     print(f"quantized 7 models in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
     t = f"{threads} threads"
-    out = [
-        Candidate("torch fp32 channels_last", f"torch.set_num_threads({threads})",
-                  torch_run(generator, threads)),
-        Candidate("ORT fp32 (today's onnx engine)", f"{t}, ENABLE_ALL, sequential",
-                  ort_session(fused, threads)),
-    ]
-    out.append(Candidate("ORT fp32", "1 thread, ENABLE_ALL", ort_session(fused, 1)))
+    out = reference_candidates(generator, fused, threads)
     if rows == "all":
         out.append(Candidate("ORT fp32", f"{t}, ENABLE_BASIC", ort_session(fused, threads,
                                                                           "basic")))
@@ -186,9 +212,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", type=int, default=64, help="training images")
     parser.add_argument("--iters", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--rows", choices=("all", "int8"), default="all",
-                        help="int8: only the references and the ONNX Runtime int8 forms, torch "
-                        "scored but not timed")
+    parser.add_argument("--rows", choices=("all", "int8", "auto"), default="all",
+                        help="int8: only the references and the ONNX Runtime int8 forms; auto: "
+                        "the references and every form --runtime auto builds (for both, torch "
+                        "is scored but not timed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = Path(args.data)
@@ -207,8 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     scored = [score(c.run, inputs, truths, threshold) for c in candidates]
     ref_masks, ref_jsc = scored[0]
     x = inputs[0]
-    # --rows int8 leaves torch out of the timing: its OpenMP threads spin on after each call and
-    # slow the ONNX Runtime call timed after it
+    # --rows int8 and auto time the ONNX Runtime forms only (torch is their mask reference)
     timed = candidates if args.rows == "all" else candidates[1:]
     ms = alternating([lambda c=c: c.run(x) for c in timed], args.warmup, args.iters)
     ms = ms if args.rows == "all" else [[float("nan")], *ms]

@@ -7,10 +7,12 @@ eager, fp16 eager and fp16 graph; the same for torchvision's LR-ASPP MobileNetV3
 (random weights, reference peers on the same card; skipped with a note without torchvision);
 the 1080p frame path (frame on the host → mask on the host) p50/p99; CuPy vs torch
 preprocessing; and the app's file mode (``--output``) on a generated 1080p clip against a plain
-PyAV decode + encode of the same clip. On the CPU: fp32 and bf16 at batch 1 and batch 8, ONNX
-Runtime fp32 at batch 1 timed alternately with torch fp32 (FPS and the ratio), the CPU frame path
-and the file-mode comparison. ``--quick`` is a short run (fewer repeats, smaller
-batches and clip). A rich table goes to the screen, ``--json`` writes every number.
+PyAV decode + encode of the same clip. On the CPU: fp32 and bf16 at batch 1 and batch 8, every
+ONNX Runtime form at batch 1 (the exact engine and the forms ``--runtime auto`` checks:
+:mod:`stream.bench.cpu_forms`) timed in turn with torch fp32 (FPS and the ratio) and judged
+against 30 FPS, the CPU frame path and the file-mode comparison. ``--quick`` is a short run
+(fewer repeats, smaller batches and clip). A rich table goes to the screen, ``--json`` writes
+every number.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from stream.bench.cpu_forms import Form, cpu_targets, onnx_forms
 from stream.bench.frame_path import pipeline_rows
 from stream.bench.gpu import environment as gpu_environment
 from stream.bench.gpu import frame_rows, model_rows, preprocess_rows, reference_models
@@ -38,7 +41,7 @@ from stream.bench.gpu import targets as gpu_targets
 from stream.bench.measure import Row, Timing, alternating, latencies, throughput
 from stream.engines import CpuEngine, default_threads, load_weights, resolve_device
 from stream.engines.cuda import CudaEngine
-from stream.engines.onnx_runtime import INSTALL_HINT, OnnxEngine, missing_packages
+from stream.engines.onnx_runtime import INSTALL_HINT, missing_packages
 from stream.errors import ConfigError, StreamError
 from stream.frame import Frame
 
@@ -46,12 +49,12 @@ SECTIONS = ("model", "frame", "preprocess", "file")
 
 
 def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
-                   onnx: Sequence = ()) -> list[Row]:
+                   onnx: Sequence[Form] = ()) -> list[Row]:
     """fp32 and bf16 (autocast), channels_last as the CPU engine runs them.
 
-    With ``onnx`` (:class:`~stream.engines.onnx_runtime.OnnxEngine` instances) also ONNX
-    Runtime at batch 1, each engine timed alternately with torch fp32 (the ratios hold on a
-    loaded machine), with FPS and the ratio.
+    With ``onnx`` (:func:`stream.bench.cpu_forms.onnx_forms`) also each ONNX Runtime form at
+    batch 1, timed in turn with torch fp32 (the ratios hold on a loaded machine), with FPS and
+    the ratio.
     """
     model = generator.eval().to(memory_format=torch.channels_last)
     rows, onnx_rows = [], []
@@ -67,12 +70,11 @@ def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
         if precision == "fp32" and onnx:
             x1 = torch.rand(1, 3, size, size).mul_(2).sub_(1)
             ms, *ort_ms = alternating(
-                [lambda: run(1), *(lambda e=e, x=x1: e.probabilities(x) for e in onnx)],
+                [lambda: run(1), *(lambda f=f, x=x1: f.run(x) for f in onnx)],
                 timing.warmup, timing.iters)
-            for engine, times in zip(onnx, ort_ms, strict=True):
-                form = "" if engine.attention == "ort" else f", {engine.attention} attention"
+            for form, times in zip(onnx, ort_ms, strict=True):
                 ratio = float(np.median(ms) / np.median(times))
-                onnx_rows.append(Row("model", "slsnet", f"fp32 onnxruntime{form}", 1,
+                onnx_rows.append(Row("model", "slsnet", form.mode, 1,
                                      *np.percentile(times, [50, 99]),
                                      note=f"{1e3 / np.median(times):.1f} FPS, {ratio:.2f}× "
                                      "torch fp32 eager (timed alternately)"))
@@ -225,9 +227,10 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             missing = missing_packages()
             notes.extend([f"no ONNX Runtime row: {', '.join(missing)} not installed "
                           f"({INSTALL_HINT})"] if missing else [])
-            onnx = [] if missing else [
-                OnnxEngine(copy.deepcopy(generator), untrained=untrained, threads=threads,
-                           attention=attention) for attention in ("ort", "plain")]
+            onnx: list[Form] = []
+            if not missing:
+                onnx, form_notes = onnx_forms(generator, untrained=untrained, threads=threads)
+                notes.extend(form_notes)
             return cpu_model_rows(copy.deepcopy(generator), size=args.size, timing=timing,
                                   batch=2 if quick else 8, onnx=onnx)
         builders = {"slsnet": lambda: copy.deepcopy(generator)}
@@ -271,7 +274,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             "weights": weights,
             "env": environment(device, torch.get_num_threads()),
             "rows": [dataclasses.asdict(r) for r in rows],
-            "targets": gpu_targets(rows) if gpu else [],
+            "targets": gpu_targets(rows) if gpu else cpu_targets(rows),
             "notes": notes,
         }
 

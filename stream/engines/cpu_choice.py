@@ -29,7 +29,7 @@ import numpy as np
 
 from slsnet.device import cpu_flags
 from slsnet.generator import Generator
-from slsnet.onnx_export import INPUT_NAME, OUTPUT_NAME
+from slsnet.onnx_export import EXPORT_VERSION, INPUT_NAME, OUTPUT_NAME, export_onnx
 from slsnet.onnx_quantize import quantize_int8
 from stream.engines.check_set import CHECK_SET, load_check_set
 from stream.engines.model_cache import load_or_build, read_record, record_bytes, update_record
@@ -53,9 +53,14 @@ class Candidate:
     everything the build depends on beyond the weights (part of the cache key).
     """
 
-    form: str  # "int8": what the engine's name says
+    form: str  # what the engine's name says it runs, e.g. "int8" or "fp32 pool2"
     settings: str
     build: Callable[[bytes, Generator, list[np.ndarray]], bytes] = field(compare=False)
+
+    @property
+    def folder(self) -> str:
+        """The model cache's sub-folder for this form."""
+        return self.form.replace(" ", "-")
 
 
 KEPT_FLOAT = ("stem", "up1", "up2")  # besides attention: full-resolution layers, few channels
@@ -70,9 +75,27 @@ def _int8(fp32: bytes, generator: Generator, calibration: list[np.ndarray]) -> b
                          reduce_range=True)
 
 
+def _pooled(pool: int, then: Callable[[bytes, Generator, list[np.ndarray]], bytes] | None = None
+            ) -> Callable[[bytes, Generator, list[np.ndarray]], bytes]:
+    # The two attention maps over 4 096 positions are over half the exact network's CPU time:
+    # attending to keys averaged over pool×pool cells cuts them pool² times (the form is
+    # exported anew from the weights; slsnet.onnx_export.export_copy).
+    def build(fp32: bytes, generator: Generator, calibration: list[np.ndarray]) -> bytes:
+        model = export_onnx(generator, pool=pool)
+        return model if then is None else then(model, generator, calibration)
+
+    return build
+
+
+_INT8_SETTINGS = "ort-static-qdq conv per-channel u8s7 minmax fp32:attention,stem,up1,up2 v3"
 CANDIDATES = (
-    Candidate("int8", "ort-static-qdq conv per-channel u8s7 minmax fp32:attention,stem,up1,up2 v3",
-              _int8),
+    Candidate("int8", _INT8_SETTINGS, _int8),
+    Candidate("fp32 pool2", f"export{EXPORT_VERSION} attention-ort kv-avgpool2 largest-maps",
+              _pooled(2)),
+    Candidate("fp32 pool4", f"export{EXPORT_VERSION} attention-ort kv-avgpool4 largest-maps",
+              _pooled(4)),
+    Candidate("int8 pool4", f"kv-avgpool4 largest-maps, then {_INT8_SETTINGS}",
+              _pooled(4, _int8)),
 )
 
 
@@ -89,12 +112,17 @@ def mask_agreement(reference: Run, other: Run, inputs: Sequence[np.ndarray],
 
 
 def time_pair(reference: Run, other: Run, inputs: Sequence[np.ndarray]) -> tuple[float, float]:
-    """Median ms per call of each, called in turn on every input so that both see one load."""
+    """Median ms per call of each, taken in turn over the inputs so that both see one load.
+
+    Each turn runs one form over every input after one untimed call: ONNX Runtime's worker
+    threads spin on after a call, and a per-call alternation would time each form beside the
+    other's spinning threads, not as the application runs it.
+    """
     times: tuple[list[float], list[float]] = ([], [])
-    reference(inputs[0]), other(inputs[0])  # warm-up
     for _ in range(TIMED_ROUNDS):
-        for x in inputs:
-            for run, out in ((reference, times[0]), (other, times[1])):
+        for run, out in ((reference, times[0]), (other, times[1])):
+            run(inputs[0])  # warms up; the other form's threads stop spinning
+            for x in inputs:
                 t0 = time.perf_counter()
                 run(x)
                 out.append((time.perf_counter() - t0) * 1e3)
@@ -110,7 +138,7 @@ def candidate_key(generator: Generator, candidate: Candidate, check_set: Path = 
 
 
 def _paths(engine: OnnxEngine, candidate: Candidate, check_set: Path) -> tuple[Path, Path]:
-    folder = engine.cache_dir / candidate.form
+    folder = engine.cache_dir / candidate.folder
     key = candidate_key(engine.generator, candidate, check_set)
     return folder / f"slsnet-{key}.json", folder / f"slsnet-{key}.onnx"
 
@@ -127,7 +155,7 @@ def pending(engine_cache: Path, generator: Generator, untrained: bool,
         return todo
     for candidate in candidates:
         key = candidate_key(generator, candidate, check_set)
-        if not (engine_cache / candidate.form / f"slsnet-{key}.json").is_file():
+        if not (engine_cache / candidate.folder / f"slsnet-{key}.json").is_file():
             todo.append(f"building its {candidate.form} form and checking it on bundled images")
     return todo
 

@@ -1,4 +1,5 @@
-"""ONNX export: both attention forms are PAM's exact attention, on a copy; the export command."""
+"""ONNX export: both attention forms are PAM's exact attention, on a copy; the pooled
+approximation; the export command."""
 
 import subprocess
 import sys
@@ -11,7 +12,14 @@ from support.nets import open_gates
 
 from slsnet import build_generator
 from slsnet.blocks import PAM, pam_reference, plain_attention
-from slsnet.onnx_export import ATTENTIONS, OrtAttention, export_copy, export_onnx, weights_digest
+from slsnet.onnx_export import (
+    ATTENTIONS,
+    OrtAttention,
+    export_copy,
+    export_onnx,
+    largest_maps,
+    weights_digest,
+)
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -72,6 +80,54 @@ def test_exported_graph_form_and_numbers(models, attention, fused_nodes):
         expected = generator(x).numpy()
     (got,) = session.run(None, {"x": x.numpy()})
     assert got.shape == (2, 1, 64, 64)
+    assert np.abs(got - expected).max() < 1e-4
+
+
+@pytest.mark.parametrize("pool", [2, 4])
+def test_pooled_pam_attends_to_keys_and_values_averaged_over_cells(pool):
+    # given a PAM with an open gate, and the attention written out over averaged cells
+    torch.manual_seed(1)
+    pam = PAM(32).eval()
+    pam.eta.data.fill_(1.0)
+    x = torch.randn(2, 32, 16, 8)
+    with torch.inference_mode():
+        q = pam.query(x).flatten(2).transpose(1, 2)
+        k = torch.nn.functional.avg_pool2d(pam.key(x), pool).flatten(2).transpose(1, 2)
+        v = torch.nn.functional.avg_pool2d(pam.value(x), pool).flatten(2).transpose(1, 2)
+        expected = plain_attention(q, k, v).transpose(1, 2).reshape(x.shape) + x
+        # when the module pools, on the fused path and on the export path
+        pam.pool = pool
+        fused = pam(x)
+        pam.attention = plain_attention
+        written = pam(x)
+    # then both are that attention, pool² times fewer keys than queries
+    assert k.shape[1] * pool * pool == q.shape[1]
+    torch.testing.assert_close(fused, expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(written, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_pooled_export_pools_only_the_largest_maps_of_a_copy(models):
+    # given the generator (its PAMs attend over maps of 1/2, 1/4 and 1/8 of the input)
+    generator, exported = models
+    # when
+    pooled = export_copy(generator, "ort", pool=2)
+    # then the copy pools the two PAMs at 1/2 (down1's and up2's), the original none
+    names = {m: n for n, m in pooled.named_modules()}
+    assert sorted(names[m] for m in largest_maps(pooled)) == ["down1.1", "up2.3"]
+    assert sorted(names[m] for m in pooled.modules() if getattr(m, "pool", 1) == 2) == [
+        "down1.1", "up2.3"]
+    assert all(m.pool == 1 for m in generator.modules() if isinstance(m, PAM))
+    with pytest.raises(ValueError, match="pool must be one of"):
+        export_copy(generator, "ort", pool=3)
+    # and ONNX Runtime runs the pooled graph as torch runs the pooled copy, at any batch and size
+    model = export_onnx(generator, pool=2)
+    ops = [n.op_type for n in onnx.load_from_string(model).graph.node]
+    assert ops.count("AveragePool") == 4  # keys and values of two PAMs
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    x = torch.rand(2, 3, 64, 96) * 2 - 1
+    with torch.inference_mode():
+        expected = pooled(x).numpy()
+    (got,) = session.run(None, {"x": x.numpy()})
     assert np.abs(got - expected).max() < 1e-4
 
 

@@ -1,0 +1,64 @@
+"""The ONNX Runtime forms of the network that ``python -m stream.bench`` times on the CPU.
+
+The exact engine (fused attention, and the plain standard-operator form for comparison) and
+every form ``--runtime auto`` builds (:data:`stream.engines.cpu_choice.CANDIDATES`: int8, the
+attention over pooled keys), each built as the engine builds it, calibrated on the bundled
+images, and run in a session with the engine's settings and the bench's thread count. With
+trained weights a note says which form ``--runtime auto`` runs here and why.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from stream.engines.check_set import load_check_set
+from stream.engines.cpu_choice import CANDIDATES, choose, run_of
+from stream.engines.onnx_runtime import OnnxEngine
+
+
+@dataclass(frozen=True)
+class Form:
+    """One form: its row's mode and a batch-1 call on an N×3×S×S input."""
+
+    mode: str
+    run: Callable[[torch.Tensor], np.ndarray]
+
+
+def onnx_forms(generator, *, untrained: bool, threads: int) -> tuple[list[Form], list[str]]:
+    """The forms to time, and notes (the ``--runtime auto`` choice, or why there is none)."""
+    exact, plain = (OnnxEngine(copy.deepcopy(generator), untrained=untrained, threads=threads,
+                               attention=a) for a in ("ort", "plain"))
+    forms = [Form("fp32 onnxruntime (the exact engine)", exact.probabilities),
+             Form("fp32 onnxruntime, plain attention", plain.probabilities)]
+    if untrained:
+        return forms, ["random weights: the forms --runtime auto checks are not built"]
+    calibration, _ = load_check_set(exact.size)
+    for candidate in CANDIDATES:
+        session = exact.session_of(candidate.build(exact.fp32_model(), exact.generator,
+                                                   calibration))
+        run = run_of(session)
+        forms.append(Form(f"{candidate.form} onnxruntime (a --runtime auto form)",
+                          lambda x, run=run: run(np.ascontiguousarray(x.numpy()))))
+    chosen = choose(OnnxEngine(copy.deepcopy(generator), threads=threads))
+    return forms, [f"--runtime auto runs {chosen.name} here ({chosen.choice})"]
+
+
+def cpu_targets(rows) -> list[dict]:
+    """The CPU target (issue: every frame through the network at 30 FPS on the CPU).
+
+    The fastest ONNX Runtime form at batch 1 (p50 ≤ 33.3 ms), named in the target's text.
+    """
+    forms = [r for r in rows if r.section == "model" and "onnxruntime" in r.mode
+             and r.batch == 1 and r.p50_ms is not None]
+    if not forms:
+        return []
+    best = min(forms, key=lambda r: r.p50_ms)
+    limit = 1e3 / 30
+    return [{"target": f"network b1 p50 ms ≤ {limit:.1f} (30 FPS), fastest form: {best.mode}",
+             "value": round(best.p50_ms, 4), "limit": round(limit, 1),
+             "ok": bool(best.p50_ms <= limit)}]
