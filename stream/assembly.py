@@ -155,8 +155,8 @@ def build_engine(config: RunConfig, *, progress: Callable[[str], None] | None = 
                          progress=progress)
 
 
-def open_input(config: RunConfig, *, queue_size: int = 8) -> Source:
-    """The run's source, opened (not started).
+def open_input(config: RunConfig, *, queue_size: int | None = None) -> Source:
+    """The run's source, opened (not started); ``queue_size`` None: the source's default.
 
     Raises:
         SourceError: the input cannot be opened.

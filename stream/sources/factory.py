@@ -8,6 +8,9 @@ from stream.sources.base import Source, is_camera_spec
 from stream.sources.camera import CameraSource
 from stream.sources.file import FileSource
 
+LIVE_QUEUE = 2  # a camera or --realtime file: frames waiting here are latency (drops: oldest)
+FILE_QUEUE = 8  # a file at full speed: the decoder may run ahead of the network
+
 
 def open_source(
     spec: int | str,
@@ -17,7 +20,7 @@ def open_source(
     height: int | None = None,
     fps: float | None = None,
     mjpg: bool = False,
-    queue_size: int = 8,
+    queue_size: int | None = None,
     video_stream: int | None = None,
 ) -> Source:
     """Open a camera (index or /dev/video* path) or a video file.
@@ -30,7 +33,9 @@ def open_source(
         height: cameras only: requested capture height.
         fps: cameras only: requested capture rate.
         mjpg: cameras only: request the MJPG pixel format (higher rates over USB 2).
-        queue_size: bound of the frame queue.
+        queue_size: bound of the frame queue; None: :data:`LIVE_QUEUE` for a camera or a
+            ``realtime`` file (when the network is slower than the source, every frame waiting
+            there adds one frame time to what the screen shows), :data:`FILE_QUEUE` otherwise.
         video_stream: files only: the index of the video stream to process (default: the
             longest real video stream).
 
@@ -40,9 +45,12 @@ def open_source(
     Raises:
         SourceError: the input cannot be opened; the message is one line naming it.
     """
+    camera = is_camera_spec(spec)
+    if queue_size is None:
+        queue_size = LIVE_QUEUE if camera or realtime else FILE_QUEUE
     if queue_size < 1:
         raise ValueError("queue_size must be >= 1")
-    if is_camera_spec(spec):
+    if camera:
         text = str(spec).strip()
         device: int | str = int(text) if text.isdigit() else text
         source: Source = CameraSource(
