@@ -77,7 +77,7 @@ def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
                 onnx_rows.append(Row("model", "slsnet", form.mode, 1,
                                      *np.percentile(times, [50, 99]),
                                      note=f"{1e3 / np.median(times):.1f} FPS, {ratio:.2f}× "
-                                     "torch fp32 eager (timed alternately)"))
+                                     "torch fp32 eager (timed in turn)"))
         else:
             ms = latencies(lambda: run(1), lambda: None, timing.warmup, timing.iters)
         rows.append(Row("model", "slsnet", f"{precision} eager", 1, *np.percentile(ms, [50, 99]),

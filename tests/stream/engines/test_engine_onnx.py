@@ -250,19 +250,22 @@ def test_bad_runtime_flag_exits_2_with_usage(capsys):
 
 
 def test_bench_times_onnxruntime_against_torch(random_engine, cache):
+    from stream.bench.cpu_forms import Form
     from stream.bench.measure import Timing
     from stream.bench.speed import cpu_model_rows
 
     # given the engine's generator and session, at a small size to keep it quick
     plain = OnnxEngine(random_engine.generator, threads=1, cache_dir=cache, attention="plain")
+    forms = [Form("fp32 onnxruntime", random_engine.probabilities),
+             Form("fp32 onnxruntime, plain attention", plain.probabilities)]
     rows = cpu_model_rows(random_engine.generator, size=32, timing=Timing(1, 3, 1, 1, 0),
-                          batch=1, onnx=[random_engine, plain])
+                          batch=1, onnx=forms)
     # then one ONNX Runtime row per form at batch 1, with its FPS and its ratio to torch fp32
     (torch_row,) = [r for r in rows if r.mode == "fp32 eager" and r.p50_ms is not None]
     for mode in ("fp32 onnxruntime", "fp32 onnxruntime, plain attention"):
         (onnx_row,) = [r for r in rows if r.mode == mode]
         assert onnx_row.batch == 1 and 0 < onnx_row.p50_ms <= onnx_row.p99_ms
         ratio = f"{torch_row.p50_ms / onnx_row.p50_ms:.2f}× torch fp32 eager"
-        assert onnx_row.note == f"{1e3 / onnx_row.p50_ms:.1f} FPS, {ratio} (timed alternately)"
+        assert onnx_row.note == f"{1e3 / onnx_row.p50_ms:.1f} FPS, {ratio} (timed in turn)"
     assert plain.name == "cpu fp32 onnxruntime (plain attention), 1 thread"
     assert plain.onnx_path != random_engine.onnx_path  # cached apart
