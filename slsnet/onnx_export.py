@@ -1,7 +1,7 @@
 """ONNX export of the generator, for ONNX Runtime on the CPU (and other runtimes).
 
-``python -m slsnet.onnx_export --weights PATH --out MODEL.onnx [--attention ort|plain]`` writes
-one; :mod:`stream.engine_onnx` exports and caches its own.
+``python -m slsnet.onnx_export --weights PATH --out MODEL.onnx [--attention ort|plain]
+[--pool 1|2|4]`` writes one; :mod:`stream.engine_onnx` exports and caches its own.
 
 The exported graph computes exactly what the torch generator does, with one change of form:
 every :class:`~slsnet.blocks.PAM` attends on its unpadded queries and keys instead of the
@@ -13,6 +13,11 @@ zero-padded fused call, which on the CPU only multiplies the QKᵀ work. Two for
   materialises the N×N map: the network runs 1.3–1.7× faster than with ``"plain"`` (1 and 2
   threads, this 2-core CPU). ONNX Runtime only.
 - ``"plain"``: MatMul → Softmax → MatMul in standard ONNX operators, for any runtime.
+
+``pool`` 2 or 4 (``--pool``) exports an approximation instead: the two PAMs over the largest
+maps attend to keys and values averaged over pool×pool cells (:func:`export_copy`), 1.7–2×
+faster on a 2-core CPU; ``--runtime auto`` uses such a form only where its masks match the
+exact network's (:mod:`stream.engines.cpu_choice`).
 
 The change is made on a copy; the generator passed in is left as it is.
 
@@ -190,6 +195,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--attention", default="ort", choices=sorted(ATTENTIONS),
                         help="ort: ONNX Runtime's fused attention (fastest, ONNX Runtime only); "
                              "plain: standard operators, for any runtime (default: ort)")
+    parser.add_argument("--pool", type=int, default=1, choices=POOLS,
+                        help="1: the exact network (default); 2 or 4: the two largest attention "
+                             "maps attend to keys averaged over 2×2 or 4×4 cells, a faster "
+                             "approximation (docs/benchmarks.md, 'Speed on the CPU')")
     args = parser.parse_args(argv)
     out = Path(args.out)
     try:
@@ -201,14 +210,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not out.parent.is_dir():
             raise OSError(f"no such folder: {out.parent}")
-        model = export_onnx(load_generator(args.weights), attention=args.attention)
+        model = export_onnx(load_generator(args.weights), attention=args.attention,
+                            pool=args.pool)
         write_atomically(out, model)
     except (WeightsError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     runtime = "ONNX Runtime only" if args.attention == "ort" else "standard operators"
+    pooled = f", keys pooled {args.pool}×{args.pool} in the largest maps" if args.pool > 1 else ""
     print(f"wrote {out} ({len(model) / 1e6:.1f} MB, opset {OPSET}, attention {args.attention}: "
-          f"{runtime}); input {INPUT_NAME!r} B×3×H×W in [-1, 1], output {OUTPUT_NAME!r} B×1×H×W")
+          f"{runtime}{pooled}); input {INPUT_NAME!r} B×3×H×W in [-1, 1], output "
+          f"{OUTPUT_NAME!r} B×1×H×W")
     return 0
 
 

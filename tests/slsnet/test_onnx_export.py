@@ -144,10 +144,13 @@ def test_export_command_writes_a_model_that_runs(tmp_path):
     # when
     out = tmp_path / "slsnet.onnx"
     proc = export("--weights", str(WEIGHTS), "--out", str(out), "--attention", "plain",
-                  cwd=tmp_path)
+                  "--pool", "2", cwd=tmp_path)
     # then
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.startswith(f"wrote {out} (") and "attention plain" in proc.stdout
+    assert "keys pooled 2×2 in the largest maps" in proc.stdout
+    ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert ops.count("AveragePool") == 4
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (prob,) = session.run(None, {"x": np.zeros((1, 3, 128, 128), np.float32)})
     assert prob.shape == (1, 1, 128, 128) and 0 <= prob.min() <= prob.max() <= 1
