@@ -130,6 +130,8 @@ def build_candidates(generator, calibration: list[Path], threads: int,
                      rows: str = "all") -> list[Candidate]:
     """Every candidate this machine can run (OpenVINO only where installed).
 
+    ``rows="all"``: besides the int8 variants, every other ``--runtime auto`` form, ORT's basic
+    optimizations and OpenVINO (fp32, int8, fp32 pool4);
     ``rows="int8"``: the references (torch and ORT fp32) and the ORT int8 forms only;
     ``rows="auto"``: the references and every form ``--runtime auto`` builds, at ``threads``
     and at 1 thread.
@@ -178,15 +180,19 @@ def build_candidates(generator, calibration: list[Path], threads: int,
     ]
     if rows != "all":
         return out
+    out += [c for c in auto_candidates(generator, fused, threads) if " int8 " not in c.name]
     try:
         import openvino  # noqa: F401
     except ImportError:
         print("openvino is not installed: its candidates are skipped", file=sys.stderr)
     else:
+        plain_pool4 = export_onnx(generator, attention="plain", pool=4)
         out.append(Candidate("OpenVINO fp32 (plain attention)", f"{t}, LATENCY hint",
                              openvino_model(plain, threads)))
         out.append(Candidate("OpenVINO int8 QDQ, attention fp32", f"{t}, LATENCY hint",
                              openvino_model(int8_plain, threads)))
+        out.append(Candidate("OpenVINO fp32 pool4 (plain attention)", f"{t}, LATENCY hint",
+                             openvino_model(plain_pool4, threads)))
     return out
 
 
