@@ -153,10 +153,14 @@ def pending(engine_cache: Path, generator: Generator, untrained: bool,
         todo.append("exporting the network for ONNX Runtime")
     if untrained or not check_set.is_file():
         return todo
-    for candidate in candidates:
-        key = candidate_key(generator, candidate, check_set)
-        if not (engine_cache / candidate.folder / f"slsnet-{key}.json").is_file():
-            todo.append(f"building its {candidate.form} form and checking it on bundled images")
+    forms = [c.form for c in candidates
+             if not (engine_cache / c.folder / f"slsnet-{candidate_key(generator, c, check_set)}"
+                     ".json").is_file()]
+    if len(forms) == 1:
+        todo.append(f"building its {forms[0]} form and checking it on bundled images")
+    elif forms:
+        todo.append(f"building its {', '.join(forms[:-1])} and {forms[-1]} forms and checking "
+                    "them on bundled images")
     return todo
 
 

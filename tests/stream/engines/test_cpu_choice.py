@@ -270,3 +270,16 @@ def test_cli_web_and_batch_run_the_chosen_form_with_no_flag(tmp_path, monkeypatc
     # and a batch worker builds the same engine
     worker = Worker(tmp_path / "out", Options(weights=str(WEIGHTS), threads=1))
     assert worker.engine.name == named
+
+
+def test_first_start_line_names_every_form_it_will_build_once(tmp_path):
+    from stream.engines.cpu_choice import pending
+
+    generator = load_generator(WEIGHTS)
+    todo = pending(tmp_path, generator, untrained=False, candidates=[EXACT, GROWN])
+    assert todo == ["exporting the network for ONNX Runtime",
+                    "building its exact and grown forms and checking them on bundled images"]
+    choose(engine(tmp_path), candidates=[EXACT], measure=faster)  # exports, checks "exact"
+    assert pending(tmp_path, generator, untrained=False, candidates=[EXACT, GROWN]) == [
+        "building its grown form and checking it on bundled images"]
+    assert pending(tmp_path, generator, untrained=True, candidates=[EXACT, GROWN]) == []
