@@ -1,7 +1,9 @@
 """``--runtime auto`` on the CPU: the fastest form of the network that keeps the fp32 masks.
 
 The exact engine is ONNX Runtime fp32 (:class:`~stream.engines.onnx_runtime.OnnxEngine`). Each
-:class:`Candidate` is a faster form of the same network (today: int8 static quantization). The
+:class:`Candidate` is a faster form of the same weights (:data:`CANDIDATES`: int8 static
+quantization; the two largest attention maps over keys averaged in 2×2 or 4×4 cells; both), an
+approximation that runs only where its masks match the exact network's. The
 first start with given weights builds every candidate from the fp32 model, calibrated on the
 bundled training images (:mod:`stream.engines.check_set`), and checks it: its masks must agree
 with the fp32 engine's on at least :data:`AGREEMENT` of the pixels of the bundled validation
