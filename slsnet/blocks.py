@@ -60,9 +60,11 @@ class PAM(nn.Module):
     ``pool`` (set the same way, by :func:`slsnet.onnx_export.export_copy` only) makes the
     attention an approximation: every query attends to the keys and values averaged over
     pool×pool cells, pool² times fewer (the asymmetric form of Zhu et al. 2019, applied to the
-    trained weights). Since the softmax is shift-invariant, this equals weighting each cell by
-    ``exp(q·k̄)`` instead of the mean of its ``exp(q·kᵢ)``: close where keys vary slowly over
-    a cell. Forms that use it are checked by their masks (:mod:`stream.engines.cpu_choice`).
+    trained weights). It is the exact attention with every key of a cell given the weight
+    ``exp(q·k̄)`` of the cell's mean key instead of its own ``exp(q·kᵢ)`` (the cell's pool²
+    keys then count as one: the factor cancels in the softmax), so it is close where keys vary
+    little over a cell. Forms that use it are checked by their masks
+    (:mod:`stream.engines.cpu_choice`).
     """
 
     attention = None  # export hook; the class default keeps every other use on the fused path
