@@ -70,7 +70,6 @@ class PAM(nn.Module):
     attention = None  # export hook; the class default keeps every other use on the fused path
     pool = 1  # export hook: >1 attends to keys and values averaged over pool×pool cells
 
-
     def __init__(self, channels: int, *, reduction: int = 8) -> None:
         super().__init__()
         inner = max(1, channels // reduction)
@@ -84,7 +83,7 @@ class PAM(nn.Module):
         b, c, h, w = x.shape
         q = self.query(x).flatten(2).transpose(1, 2)  # B×N×C'
         keys, values = self.key(x), self.value(x)
-        if self.pool > 1:  # an approximation (see pooled_keys): N/pool² keys for N queries
+        if self.pool > 1:  # an approximation (class docstring): N/pool² keys for N queries
             keys, values = F.avg_pool2d(keys, self.pool), F.avg_pool2d(values, self.pool)
         k = keys.flatten(2).transpose(1, 2)  # B×M×C'
         v = values.flatten(2).transpose(1, 2)  # B×M×C

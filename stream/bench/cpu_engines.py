@@ -114,11 +114,11 @@ def reference_candidates(generator, fused: bytes, threads: int) -> list[Candidat
     ]
 
 
-def auto_candidates(generator, fused: bytes, threads: int) -> list[Candidate]:
-    """Every form :data:`~stream.engines.cpu_choice.CANDIDATES` builds, as it builds them."""
+def auto_candidates(generator, fused: bytes, threads: int, forms=CANDIDATES) -> list[Candidate]:
+    """``forms`` (default: every one ``--runtime auto`` checks), built as it builds them."""
     bundled, _ = load_check_set(generator.config.input_size)
     out = []
-    for form in CANDIDATES:
+    for form in forms:
         model = form.build(fused, generator, bundled)
         out += [Candidate(f"ORT {form.form} (--runtime auto's form)",
                           f"{k} thread{'s' if k > 1 else ''}, ENABLE_ALL", ort_session(model, k))
@@ -180,7 +180,8 @@ def build_candidates(generator, calibration: list[Path], threads: int,
     ]
     if rows != "all":
         return out
-    out += [c for c in auto_candidates(generator, fused, threads) if " int8 " not in c.name]
+    out += auto_candidates(generator, fused, threads,  # the int8 ones are above already
+                           [c for c in CANDIDATES if not c.form.startswith("int8")])
     try:
         import openvino  # noqa: F401
     except ImportError:

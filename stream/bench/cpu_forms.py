@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from stream.engines.check_set import load_check_set
-from stream.engines.cpu_choice import CANDIDATES, choose, run_of
+from stream.engines.cpu_choice import CANDIDATES, choose, run_of, verdict
 from stream.engines.onnx_runtime import OnnxEngine
 
 
@@ -37,14 +37,18 @@ def onnx_forms(generator, *, untrained: bool, threads: int) -> tuple[list[Form],
              Form("fp32 onnxruntime, plain attention", plain.probabilities)]
     if untrained:
         return forms, ["random weights: the forms --runtime auto checks are not built"]
-    calibration, _ = load_check_set(exact.size)
+    images = load_check_set(exact.size)
+    chooser = OnnxEngine(copy.deepcopy(generator), threads=threads)  # choose() switches it
     for candidate in CANDIDATES:
-        session = exact.session_of(candidate.build(exact.fp32_model(), exact.generator,
-                                                   calibration))
+        # a form that passed its check comes from the model cache, as the engine reads it; one
+        # that failed is not kept there and is built here
+        _, session = verdict(chooser, candidate, images)
+        session = session or exact.session_of(
+            candidate.build(exact.fp32_model(), exact.generator, images[0]))
         run = run_of(session)
         forms.append(Form(f"{candidate.form} onnxruntime (a --runtime auto form)",
                           lambda x, run=run: run(np.ascontiguousarray(x.numpy()))))
-    chosen = choose(OnnxEngine(copy.deepcopy(generator), threads=threads))
+    chosen = choose(chooser)  # every verdict is cached by now: nothing is built again
     return forms, [f"--runtime auto runs {chosen.name} here ({chosen.choice})"]
 
 

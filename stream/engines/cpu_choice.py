@@ -139,9 +139,11 @@ def candidate_key(generator: Generator, candidate: Candidate, check_set: Path = 
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
-def _paths(engine: OnnxEngine, candidate: Candidate, check_set: Path) -> tuple[Path, Path]:
-    folder = engine.cache_dir / candidate.folder
-    key = candidate_key(engine.generator, candidate, check_set)
+def _paths(cache_dir: Path, generator: Generator, candidate: Candidate, check_set: Path
+           ) -> tuple[Path, Path]:
+    """A candidate's verdict and model files in the model cache."""
+    folder = cache_dir / candidate.folder
+    key = candidate_key(generator, candidate, check_set)
     return folder / f"slsnet-{key}.json", folder / f"slsnet-{key}.onnx"
 
 
@@ -156,8 +158,7 @@ def pending(engine_cache: Path, generator: Generator, untrained: bool,
     if untrained or not check_set.is_file():
         return todo
     forms = [c.form for c in candidates
-             if not (engine_cache / c.folder / f"slsnet-{candidate_key(generator, c, check_set)}"
-                     ".json").is_file()]
+             if not _paths(engine_cache, generator, c, check_set)[0].is_file()]
     if len(forms) == 1:
         todo.append(f"building its {forms[0]} form and checking it on bundled images")
     elif forms:
@@ -189,7 +190,7 @@ def verdict(engine: OnnxEngine, candidate: Candidate, images: tuple[list, list],
         it passed, ``["speed"][threads] = {"fp32_ms", "ms"}`` timed on this machine with
         ``engine.threads``; ``session`` runs the candidate (None: it failed).
     """
-    record_path, model_path = _paths(engine, candidate, check_set)
+    record_path, model_path = _paths(engine.cache_dir, engine.generator, candidate, check_set)
     calibration, checks = images
     fp32 = run_of(engine.session)
     built: dict[str, bytes] = {}

@@ -277,7 +277,7 @@ class ServerCamera:
                 config = RunConfig(device=engine.device, source=self.spec,
                                    realtime=not is_camera_spec(self.spec),
                                    smooth=self.runtime.options.smooth)
-                source = open_input(config, queue_size=2)
+                source = open_input(config)  # live: a queue of LIVE_QUEUE frames
                 self.view, self.error = LatestFrame(), None
                 # the viewers share the engine with the browser tabs: no extra network thread
                 segmenter = Segmenter.build(

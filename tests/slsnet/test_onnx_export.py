@@ -28,12 +28,18 @@ ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "weights" / "slsnet_isic2017.pt"
 
 
+def open_pam(seed: int) -> PAM:
+    """A 32-channel PAM in eval mode with seeded weights and its gate wide open (η 1)."""
+    torch.manual_seed(seed)  # also seeds the inputs the test draws next
+    pam = PAM(32).eval()
+    pam.eta.data.fill_(1.0)
+    return pam
+
+
 @pytest.mark.parametrize("attention", [plain_attention, OrtAttention.apply])
 def test_export_forms_of_pam_are_the_same_attention(attention):
     # given a PAM with an open gate
-    torch.manual_seed(0)
-    pam = PAM(32).eval()
-    pam.eta.data.fill_(1.0)
+    pam = open_pam(seed=0)
     x = torch.randn(2, 32, 8, 8)
     # when
     with torch.inference_mode():
@@ -86,9 +92,7 @@ def test_exported_graph_form_and_numbers(models, attention, fused_nodes):
 @pytest.mark.parametrize("pool", [2, 4])
 def test_pooled_pam_attends_to_keys_and_values_averaged_over_cells(pool):
     # given a PAM with an open gate, and the attention written out over averaged cells
-    torch.manual_seed(1)
-    pam = PAM(32).eval()
-    pam.eta.data.fill_(1.0)
+    pam = open_pam(seed=1)
     x = torch.randn(2, 32, 16, 8)
     with torch.inference_mode():
         q = pam.query(x).flatten(2).transpose(1, 2)
