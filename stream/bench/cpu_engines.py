@@ -14,7 +14,7 @@ bundled images); OpenVINO fp32 and int8 where ``openvino`` is installed (standar
 attention: it lacks ONNX Runtime's fused kernel). ``--rows auto``: the references and every
 form ``--runtime auto`` builds (int8, and the attention over pooled keys).
 
-Each candidate is timed in blocks of calls (:func:`stream.bench.measure.alternating`), so that
+Each candidate is timed in blocks of calls (:func:`stream.timing.alternating`), so that
 no candidate is timed beside the previous one's spinning worker threads.
 """
 
@@ -39,10 +39,10 @@ from slsnet.inference import resize_prob
 from slsnet.metrics import MetricAccumulator
 from slsnet.onnx_export import INPUT_NAME, OUTPUT_NAME, export_onnx
 from slsnet.onnx_quantize import calibration_batches, pick_calibration, quantize_int8
-from stream.bench.measure import alternating
 from stream.engines.base import load_weights
 from stream.engines.check_set import load_check_set
 from stream.engines.cpu_choice import CANDIDATES
+from stream.timing import alternating
 
 Run = Callable[[np.ndarray], np.ndarray]  # 1×3×S×S float32 → 1×S×S probabilities
 

@@ -38,12 +38,13 @@ from stream.bench.frame_path import pipeline_rows
 from stream.bench.gpu import environment as gpu_environment
 from stream.bench.gpu import frame_rows, model_rows, preprocess_rows, reference_models
 from stream.bench.gpu import targets as gpu_targets
-from stream.bench.measure import Row, Timing, alternating, latencies, throughput
+from stream.bench.measure import Row, Timing, latencies, throughput
 from stream.engines import CpuEngine, default_threads, load_weights, resolve_device
 from stream.engines.cuda import CudaEngine
 from stream.engines.onnx_runtime import INSTALL_HINT, missing_packages
 from stream.errors import ConfigError, StreamError
 from stream.frame import Frame
+from stream.timing import alternating
 
 SECTIONS = ("model", "frame", "preprocess", "file")
 

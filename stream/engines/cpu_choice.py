@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ from slsnet.onnx_quantize import quantize_int8
 from stream.engines.check_set import CHECK_SET, load_check_set
 from stream.engines.model_cache import load_or_build, read_record, record_bytes, update_record
 from stream.engines.onnx_runtime import OnnxEngine, cache_key
+from stream.timing import alternating
 
 log = logging.getLogger(__name__)
 
@@ -116,19 +118,13 @@ def mask_agreement(reference: Run, other: Run, inputs: Sequence[np.ndarray],
 def time_pair(reference: Run, other: Run, inputs: Sequence[np.ndarray]) -> tuple[float, float]:
     """Median ms per call of each, taken in turn over the inputs so that both see one load.
 
-    Each turn runs one form over every input after one untimed call: ONNX Runtime's worker
-    threads spin on after a call, and a per-call alternation would time each form beside the
-    other's spinning threads, not as the application runs it.
+    Each turn runs one form over as many calls as there are inputs, after one untimed call
+    (:func:`stream.timing.alternating`).
     """
-    times: tuple[list[float], list[float]] = ([], [])
-    for _ in range(TIMED_ROUNDS):
-        for run, out in ((reference, times[0]), (other, times[1])):
-            run(inputs[0])  # warms up; the other form's threads stop spinning
-            for x in inputs:
-                t0 = time.perf_counter()
-                run(x)
-                out.append((time.perf_counter() - t0) * 1e3)
-    return float(np.median(times[0])), float(np.median(times[1]))
+    feeds = [itertools.cycle(inputs), itertools.cycle(inputs)]
+    runs = [lambda r=r, f=f: r(next(f)) for r, f in zip((reference, other), feeds, strict=True)]
+    ms = alternating(runs, warmup=0, iters=TIMED_ROUNDS * len(inputs), block=len(inputs))
+    return float(np.median(ms[0])), float(np.median(ms[1]))
 
 
 def candidate_key(generator: Generator, candidate: Candidate, check_set: Path = CHECK_SET) -> str:
