@@ -7,6 +7,7 @@ so scores are comparable with those computed at the original image size.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ from slsnet.device import resolve_device
 from slsnet.generator import Generator
 from slsnet.geometry import lesion_centre
 from slsnet.inference import predict_net, resize_prob, resize_to_input
-from slsnet.metrics import METRICS, MetricAccumulator
+from slsnet.metrics import METRICS, MetricAccumulator, size_bands
 from slsnet.overlays import draw_grid
 
 # Sarker et al. 2021, Table 3 (ISIC 2017 test split), as fractions.
@@ -76,6 +77,33 @@ def lesion_view(
     return rgb[y : y + vh, x : x + vw], mask[y : y + vh, x : x + vw]
 
 
+def _bands_table(bands: list[dict]) -> Table:
+    """The per-lesion-size rows of :func:`slsnet.metrics.size_bands` as a table."""
+    table = Table(title="by lesion size (share of the view that is lesion)")
+    for name in ("lesion area", "images", "JSC", "predicted / true area (median)"):
+        table.add_column(name, justify="right")
+    for b in bands:
+        ratio = "-" if b["area_ratio"] is None else f"{b['area_ratio']:.2f}"
+        table.add_row(f"{100 * b['from']:.0f}–{100 * b['to']:.0f} %", str(b["n"]),
+                      f"{100 * b['jsc']:.2f}", ratio)
+    return table
+
+
+def _write_outputs(args: argparse.Namespace, summary: dict, per_image: list[dict],
+                   grid: tuple[list, list, list]) -> None:
+    """The files asked for: the JSON summary, the per-image CSV, the overlay grid."""
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(summary, indent=2))
+    if args.per_image:
+        with open(args.per_image, "w", newline="") as f:
+            out = csv.DictWriter(f, fieldnames=list(per_image[0]) if per_image else ["image"])
+            out.writeheader()
+            out.writerows({k: f"{v:.5f}" if isinstance(v, float) else v for k, v in row.items()}
+                          for row in per_image)
+    if args.overlays:
+        draw_grid(*grid, args.overlays)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Evaluate; prints a rich table and optionally writes JSON and an overlay grid."""
     parser = argparse.ArgumentParser(prog="python -m slsnet.evaluate", description=__doc__)
@@ -83,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="generator weights (.pt; default: the shipped ones)")
     parser.add_argument("--json", dest="json_out", help="write {'n', 'metrics'} here")
     parser.add_argument("--overlays", help="write a PNG grid of image / truth / prediction")
+    parser.add_argument("--per-image", help="write each image's lesion areas and scores to this "
+                        "CSV file")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--zoom", type=float, default=1.0,
                         help="score the view of a scope held this much closer over each lesion "
@@ -122,14 +152,22 @@ def main(argv: list[str] | None = None) -> int:
         *(f"{100 * PAPER_ISIC2017[m]:.2f}" if m in PAPER_ISIC2017 else "-" for m in METRICS),
         style="dim",
     )
-    Console().print(table)
-    if args.json_out:
-        Path(args.json_out).write_text(
-            json.dumps({"n": len(acc), "zoom": args.zoom, "metrics": mean, "pooled": pooled},
-                       indent=2)
-        )
-    if args.overlays:
-        draw_grid(rgbs, masks, preds, args.overlays)
+    console = Console()
+    console.print(table)
+    per_image = [{"image": pair.image.name, "lesion_area": float(truth.mean()),
+                  "predicted_area": float(pred.mean()), **row}
+                 for pair, truth, pred, row in zip(pairs, masks, preds, acc.per_image,
+                                                   strict=True)]
+    bands = size_bands(*([r[k] for r in per_image] for k in ("lesion_area", "predicted_area",
+                                                             "jsc")))
+    console.print(_bands_table(bands))
+    summary = {"n": len(acc), "zoom": args.zoom, "metrics": mean, "pooled": pooled,
+               "by_lesion_size": bands}
+    try:
+        _write_outputs(args, summary, per_image, (rgbs, masks, preds))
+    except OSError as exc:
+        print(f"error: cannot write the results: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -80,6 +80,37 @@ class MetricAccumulator:
         return len(self.per_image)
 
 
+SIZE_BANDS = (0.0, 0.05, 0.10, 0.20, 0.40)  # lower edges of lesion-area bands, share of the image
+
+
+def size_bands(truth_area: np.ndarray, pred_area: np.ndarray, jsc: np.ndarray
+               ) -> list[dict[str, float | None]]:
+    """Mean JSC and the median predicted / true lesion area of images grouped by lesion size.
+
+    Shows where a network fails: e.g. one trained without close-up framings that segments only
+    part of lesions filling half the view (predicted / true well below 1), or one that blots
+    out small lesions (well above 1). Bands without images are left out; ``area_ratio`` is
+    None in a band that holds only lesion-free images.
+
+    Args:
+        truth_area, pred_area: per image, the share of its pixels that are lesion in the
+            expert mask and in the prediction. jsc: per image JSC.
+    """
+    truth_area, pred_area, jsc = (np.asarray(a, dtype=np.float64)
+                                  for a in (truth_area, pred_area, jsc))
+    rows = []
+    for lo, hi in zip(SIZE_BANDS, (*SIZE_BANDS[1:], 1.0), strict=True):
+        chosen = (truth_area >= lo) & ((truth_area < hi) | (hi == 1.0))
+        if not chosen.any():
+            continue
+        lesion = chosen & (truth_area > 0)
+        ratio = (float(np.median(pred_area[lesion] / truth_area[lesion])) if lesion.any()
+                 else None)
+        rows.append({"from": lo, "to": hi, "n": int(chosen.sum()),
+                     "jsc": float(jsc[chosen].mean()), "area_ratio": ratio})
+    return rows
+
+
 def mean_scores(preds: Iterable, truths: Iterable) -> dict[str, float]:
     """Per-image metrics averaged over paired iterables of masks."""
     acc = MetricAccumulator()

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from slsnet.losses import discriminator_loss, generator_loss, jaccard_loss, l1_loss
-from slsnet.metrics import MetricAccumulator, confusion, mean_scores, scores
+from slsnet.metrics import MetricAccumulator, confusion, mean_scores, scores, size_bands
 
 
 def test_hand_worked_example():
@@ -64,6 +64,21 @@ def test_mean_is_per_image_and_pooled_is_global():
     assert acc.mean()["jsc"] == pytest.approx(0.5)
     assert acc.pooled()["jsc"] == pytest.approx(1 / 10)
     assert mean_scores([a_truth], [a_truth])["dsc"] == 1.0
+
+
+def test_size_bands_group_images_by_lesion_area():
+    # given: lesion areas in three bands (an empty mask, 3 %, 4 %, 50 %, the whole image)
+    truth = [0.0, 0.03, 0.04, 0.5, 1.0]
+    pred = [0.01, 0.06, 0.04, 0.25, 0.5]
+    jsc = [0.0, 0.5, 1.0, 0.5, 0.5]
+    # when
+    bands = size_bands(truth, pred, jsc)
+    # then: 0-5 % holds three images, its ratio the median of 2 and 1 (the empty mask has none);
+    # 40-100 % holds the whole image too; empty bands are left out
+    assert [(b["from"], b["to"], b["n"]) for b in bands] == [(0.0, 0.05, 3), (0.4, 1.0, 2)]
+    assert bands[0]["jsc"] == pytest.approx(0.5) and bands[0]["area_ratio"] == pytest.approx(1.5)
+    assert bands[1]["jsc"] == pytest.approx(0.5) and bands[1]["area_ratio"] == pytest.approx(0.5)
+    assert size_bands([0.0], [0.1], [0.0])[0]["area_ratio"] is None
 
 
 def test_loss_values_on_known_inputs():

@@ -1,5 +1,6 @@
 """evaluate, predict, the weights loader and the model card, on hand-made and real weights."""
 
+import csv
 import json
 from pathlib import Path
 
@@ -46,6 +47,8 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
             str(tmp_path / "m.json"),
             "--overlays",
             str(tmp_path / "o.png"),
+            "--per-image",
+            str(tmp_path / "per_image.csv"),
         ]
     )
     # then: A: TP 50 FP 150 → JSC .25 DSC .4 ACC .25 SEN 1 SPE 0; B: TP 0 FP 200 → all 0 but SEN 1
@@ -61,6 +64,19 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
     assert m["jsc_th"] == 0.0
     assert cv2.imread(str(tmp_path / "o.png")) is not None
     assert "paper" in capsys.readouterr().out
+    # and: A's lesion is a quarter of the image, all of it predicted; B is lesion-free
+    with open(tmp_path / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["image"], r["lesion_area"], r["predicted_area"], r["jsc"]) for r in rows] == [
+        ("IMD001.bmp", "0.25000", "1.00000", "0.25000"),
+        ("IMD002.bmp", "0.00000", "1.00000", "0.00000")]
+    assert result["by_lesion_size"] == [
+        {"from": 0.0, "to": 0.05, "n": 1, "jsc": 0.0, "area_ratio": None},
+        {"from": 0.2, "to": 0.4, "n": 1, "jsc": 0.25, "area_ratio": 4.0}]
+    # and an output that cannot be written is one error line
+    assert evaluate_main(["--data", str(data), "--weights", str(weights), "--device", "cpu",
+                          "--per-image", str(tmp_path / "no" / "such" / "dir.csv")]) == 1
+    assert "cannot write" in capsys.readouterr().err
 
 
 def test_evaluate_zoomed_over_the_lesion_scores_the_view_of_a_scope_held_close(tmp_path,
