@@ -26,25 +26,29 @@ ROOT = Path(__file__).resolve().parents[3]
 TITLE = "SLSNet live"
 
 
-def screenshot(display: str, path: Path) -> np.ndarray:
-    """The whole X screen as H×W×3 BGR (xwd + convert, else ImageMagick's import).
+def screenshot(display: str, path: Path) -> np.ndarray | str:
+    """The whole X screen as H×W×3 BGR (xwd + convert, else ImageMagick's import), or why not.
 
     xwd comes first: import grabs the X server while it reads the screen, and on a loaded
-    machine a grab every half second kept the demo's window from ever being painted.
+    machine a grab every half second kept the demo's window from ever being painted. A grab can
+    fail while a window is being mapped or resized (xwd: ``BadDrawable`` from ``X_GetImage``);
+    that is returned as a string, for the caller to look again.
     """
     env = {**os.environ, "DISPLAY": display}
     if shutil.which("xwd") and shutil.which("convert"):
         dump = path.with_suffix(".xwd")
-        subprocess.run(["xwd", "-root", "-silent", "-out", str(dump)], env=env, check=True,
-                       timeout=30)
-        subprocess.run(["convert", str(dump), str(path)], check=True, timeout=30)
+        commands = [["xwd", "-root", "-silent", "-out", str(dump)],
+                    ["convert", str(dump), str(path)]]
     elif shutil.which("import"):
-        subprocess.run(["import", "-window", "root", str(path)], env=env, check=True, timeout=30)
+        commands = [["import", "-window", "root", str(path)]]
     else:
         pytest.skip("no screenshot tool (xwd + convert, or ImageMagick import)")
+    for command in commands:
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=30)
+        if done.returncode:
+            return f"{command[0]} failed ({done.returncode}): {done.stderr.strip()[:200]}"
     image = cv2.imread(str(path))
-    assert image is not None, f"unreadable screenshot {path}"
-    return image
+    return f"unreadable screenshot {path}" if image is None else image
 
 
 def contour_pixels(image: np.ndarray) -> int:
@@ -79,6 +83,10 @@ def wait_for_overlay(display: str, demo: subprocess.Popen, shot: Path, timeout: 
     looks: list[str] = []
     while time.monotonic() < start + timeout and demo.poll() is None:
         image = screenshot(display, shot)
+        if isinstance(image, str):  # a grab that failed: look again
+            looks.append(f"{time.monotonic() - start:.1f} s: {image}")
+            time.sleep(1.5)
+            continue
         found = contour_pixels(image)
         painted = int((image.max(axis=2) > 0).sum())
         looks.append(f"{time.monotonic() - start:.1f} s: {found} contour px, {painted} lit px")
