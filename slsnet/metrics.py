@@ -98,9 +98,10 @@ def size_bands(truth_area: np.ndarray, pred_area: np.ndarray, jsc: np.ndarray
     """
     truth_area, pred_area, jsc = (np.asarray(a, dtype=np.float64)
                                   for a in (truth_area, pred_area, jsc))
+    band = np.digitize(truth_area, SIZE_BANDS) - 1  # the last band takes everything above it
     rows = []
-    for lo, hi in zip(SIZE_BANDS, (*SIZE_BANDS[1:], 1.0), strict=True):
-        chosen = (truth_area >= lo) & ((truth_area < hi) | (hi == 1.0))
+    for i, (lo, hi) in enumerate(zip(SIZE_BANDS, (*SIZE_BANDS[1:], 1.0), strict=True)):
+        chosen = band == i
         if not chosen.any():
             continue
         lesion = chosen & (truth_area > 0)
