@@ -12,15 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from slsnet.checkpoint import WeightsError, load_generator, read_card, save_generator
 from slsnet.config import INPUT_MEAN, INPUT_STD
 from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import cpu_name
-from slsnet.evaluate import evaluate_arrays
-from slsnet.inference import resize_to_input
+from slsnet.evaluate import score_views
 from slsnet.info import count_params
 from slsnet.schedule import parse_schedule
 
@@ -196,10 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    size = generator.config.input_size
-    small = np.stack([resize_to_input(read_rgb(p.image), size) for p in pairs])
-    masks = [read_mask(p.mask) for p in pairs]
-    val = evaluate_arrays(generator, small, masks, device=torch.device("cpu")).mean()
+    rgbs, masks = [read_rgb(p.image) for p in pairs], [read_mask(p.mask) for p in pairs]
+    val = score_views(generator, rgbs, masks, device=torch.device("cpu"))[0].mean()
     card = build_card(run, data, out, generator, val, len(pairs), args.hardware)
     card["notes"] = args.note
     save_generator(generator, out, meta={"epoch": card["training"]["best_epoch"], "val": val})

@@ -77,6 +77,28 @@ def lesion_view(
     return rgb[y : y + vh, x : x + vw], mask[y : y + vh, x : x + vw]
 
 
+def score_views(
+    generator: Generator,
+    rgbs: list[np.ndarray],
+    masks: list[np.ndarray],
+    *,
+    zoom: float = 1.0,
+    device: torch.device,
+    keep: list | None = None,
+) -> tuple[MetricAccumulator, list[np.ndarray], list[np.ndarray]]:
+    """Score full-size images against their masks, whole (``zoom`` 1) or ``zoom``× closer.
+
+    Returns:
+        (the scores, the views scored, their masks): the views are the inputs at ``zoom`` 1.
+    """
+    if zoom > 1:
+        views = [lesion_view(im, m, zoom) for im, m in zip(rgbs, masks, strict=True)]
+        rgbs, masks = [v[0] for v in views], [v[1] for v in views]
+    size = generator.config.input_size
+    small = np.stack([resize_to_input(im, size) for im in rgbs])
+    return evaluate_arrays(generator, small, masks, device=device, keep=keep), rgbs, masks
+
+
 def _bands_table(bands: list[dict]) -> Table:
     """The per-lesion-size rows of :func:`slsnet.metrics.size_bands` as a table."""
     table = Table(title="by lesion size (share of the view that is lesion)")
@@ -131,13 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if args.zoom > 1:
-        views = [lesion_view(im, m, args.zoom) for im, m in zip(rgbs, masks, strict=True)]
-        rgbs, masks = [v[0] for v in views], [v[1] for v in views]
-    size = generator.config.input_size
-    small = np.stack([resize_to_input(im, size) for im in rgbs])
     preds: list[np.ndarray] = []
-    acc = evaluate_arrays(generator, small, masks, device=device, keep=preds)
+    acc, rgbs, masks = score_views(generator, rgbs, masks, zoom=args.zoom, device=device,
+                                   keep=preds)
     mean, pooled = acc.mean(), acc.pooled()
 
     where = f"{len(acc)} images in {args.data}"

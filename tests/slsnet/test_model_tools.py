@@ -8,19 +8,13 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from support.nets import save_constant
 
 from slsnet import SLSNetConfig, build_generator, load_generator
 from slsnet.card import main as card_main
 from slsnet.checkpoint import WeightsError, save_generator
 from slsnet.evaluate import main as evaluate_main
 from slsnet.predict import main as predict_main
-
-
-def _constant_generator(prob_logit: float):
-    gen = build_generator()
-    torch.nn.init.zeros_(gen.head.weight)
-    torch.nn.init.constant_(gen.head.bias, prob_logit)
-    return gen
 
 
 def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
@@ -33,7 +27,7 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
     for stem, mask in (("IMD001", mask_a), ("IMD002", np.zeros((10, 20), np.uint8))):
         cv2.imwrite(str(data / "images" / f"{stem}.bmp"), np.full((10, 20, 3), 128, np.uint8))
         cv2.imwrite(str(data / "masks" / f"{stem}_lesion.png"), mask)
-    weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
+    weights = save_constant(tmp_path / "all.pt", 10.0)
     # when
     rc = evaluate_main(
         [
@@ -79,17 +73,11 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
     assert "cannot write" in capsys.readouterr().err
 
 
-def test_evaluate_zoomed_over_the_lesion_scores_the_view_of_a_scope_held_close(tmp_path,
-                                                                              capsys):
+def test_evaluate_zoomed_over_the_lesion_scores_the_view_of_a_scope_held_close(
+        tmp_path, quarter_lesion, capsys):
     # given: one 10×20 image whose lesion is its left quarter, and a net that says "all lesion"
-    data = tmp_path / "set"
-    (data / "images").mkdir(parents=True)
-    (data / "masks").mkdir()
-    mask = np.zeros((10, 20), np.uint8)
-    mask[:, :5] = 255
-    cv2.imwrite(str(data / "images" / "IMD001.bmp"), np.full((10, 20, 3), 128, np.uint8))
-    cv2.imwrite(str(data / "masks" / "IMD001_lesion.png"), mask)
-    weights = str(save_generator(_constant_generator(10.0), tmp_path / "all.pt"))
+    data = quarter_lesion
+    weights = str(save_constant(tmp_path / "all.pt", 10.0))
 
     def jsc(*flags: str) -> float:
         out = tmp_path / "m.json"
@@ -130,7 +118,7 @@ def test_predict_writes_masks_at_each_images_size(tmp_path, capsys):
     images.mkdir()
     cv2.imwrite(str(images / "a.png"), np.full((200, 300, 3), 90, np.uint8))
     cv2.imwrite(str(images / "b.jpg"), np.full((77, 51, 3), 200, np.uint8))
-    weights = save_generator(_constant_generator(10.0), tmp_path / "all.pt")
+    weights = save_constant(tmp_path / "all.pt", 10.0)
     rc = predict_main(
         [str(images), "--weights", str(weights), "--out", str(tmp_path / "out"), "--device", "cpu"]
     )

@@ -27,14 +27,22 @@ def open_gates(seed: int = 1, *, pam: float = 0.7, cam: float = 0.05):
     return generator
 
 
+def save_constant(path, logit: float):
+    """Save to ``path`` the weights of a generator that gives every pixel the same ``logit``.
+
+    Its head's weights are 0 and its bias ``logit``: +10 calls every pixel lesion, -10 none.
+    """
+    generator = build_generator().eval()
+    with torch.no_grad():
+        generator.head.weight.zero_()
+        generator.head.bias.fill_(logit)
+    return save_generator(generator, path)
+
+
 def save_no_lesion(path):
     """Save the weights of a generator whose every probability is ~0 (head bias -10) to ``path``.
 
     Nothing is drawn over the frames, so a test can read a clip's bar code back from the
     rendered output.
     """
-    generator = build_generator().eval()
-    with torch.no_grad():
-        generator.head.weight.zero_()
-        generator.head.bias.fill_(-10.0)
-    return save_generator(generator, path)
+    return save_constant(path, -10.0)
