@@ -98,7 +98,7 @@ def _parse_zooms(text: str) -> list[float]:
 def _table(rows: dict[str, dict[float, dict[str, float]]], zooms: list[float],
            verdicts: dict[str, str]) -> Table:
     table = Table(title="JSC whole and close up (DSC whole)")
-    table.add_column("weights")
+    table.add_column("weights", overflow="fold")
     for name in ("JSC", "DSC", *(f"JSC {z:g}x" for z in zooms), "verdict"):
         table.add_column(name, justify="left" if name == "verdict" else "right")
     for name, scores in rows.items():
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     if baseline_path is None:
         print("error: no shipped weights to compare with; pass --baseline PATH", file=sys.stderr)
         return 2
+    if not args.baseline and Path.cwd() in Path(baseline_path).parents:
+        baseline_path = Path(baseline_path).relative_to(Path.cwd())  # as the user would type it
     names = [str(baseline_path), *dict.fromkeys(args.candidates)]
     if len({Path(n).resolve() for n in names}) != len(names):
         print(f"error: {baseline_path} is the baseline; it cannot be a candidate too",
