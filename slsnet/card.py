@@ -20,7 +20,7 @@ from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import cpu_name
 from slsnet.evaluate import score_views
 from slsnet.info import count_params
-from slsnet.schedule import parse_schedule
+from slsnet.schedule import parse_schedule, phase_spans
 
 CITATIONS = [
     "Sarker M.M.K., Rashwan H.A., Akram F., et al. SLSNet: Skin lesion segmentation using a "
@@ -74,9 +74,8 @@ def _optimiser(args: dict) -> str:
 def _phases(args: dict, log: list[dict]) -> list[dict]:
     """Each phase of the run as an object: epochs, size, kind, sample, and its last val JSC."""
     schedule = args.get("schedule") or f"{args.get('size')}:{args.get('epochs')}:gan"
-    phases, first = [], 1
-    for phase in parse_schedule(schedule):
-        last = first + phase.epochs - 1
+    phases = []
+    for first, last, phase in phase_spans(parse_schedule(schedule)):
         rows = [r for r in log if first <= r["epoch"] <= last]
         phases.append({
             "epochs": [first, last],
@@ -88,7 +87,6 @@ def _phases(args: dict, log: list[dict]) -> list[dict]:
             "epochs_run": len(rows),
             "val_jsc_at_end": round(rows[-1]["val"]["jsc"], 4) if rows else None,
         })
-        first = last + 1
     return phases
 
 

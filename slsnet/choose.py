@@ -19,7 +19,6 @@ candidates, best first, to be run before the winner ships.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ from slsnet.checkpoint import WeightsError, load_generator, shipped_weights
 from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import resolve_device
 from slsnet.evaluate import score_views
+from slsnet.reports import write_json
 
 TEMPORAL = ("python -m stream.temporal_bench --data {data} --limit 30 --seconds 2 "
             "--modes off,ema,flow,keyframe --weights {weights}")
@@ -178,10 +178,9 @@ def main(argv: list[str] | None = None) -> int:
                    "scores": {name: {_zoom_name(z): m for z, m in scores.items()}
                               for name, scores in rows.items()},
                    "verdicts": verdicts, "eligible": eligible, "winner": winner}
-        try:
-            Path(args.json_out).write_text(json.dumps(summary, indent=2) + "\n")
-        except OSError as exc:
-            print(f"error: cannot write {args.json_out}: {exc}", file=sys.stderr)
+        problem = write_json(args.json_out, summary)
+        if problem:
+            print(problem, file=sys.stderr)
             return 1
     return 0
 

@@ -66,6 +66,15 @@ def total_epochs(phases: list[Phase]) -> int:
     return sum(p.epochs for p in phases)
 
 
+def phase_spans(phases: list[Phase]) -> list[tuple[int, int, Phase]]:
+    """(first epoch, last epoch, phase) of each phase, epochs counted from 1 across the run."""
+    spans, first = [], 1
+    for phase in phases:
+        spans.append((first, first + phase.epochs - 1, phase))
+        first += phase.epochs
+    return spans
+
+
 def phase_of(phases: list[Phase], epoch: int) -> tuple[int, Phase]:
     """The index and phase that hold ``epoch`` (1-based, counted across the run)."""
     end = 0

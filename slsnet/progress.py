@@ -1,0 +1,177 @@
+"""``python -m slsnet.progress RUN``: where a training run stands, from its folder alone.
+
+A run of days is read back from what ``slsnet.train`` writes (``args.json``, ``log.jsonl``,
+``last.pt``), so it works while the run trains, after it stopped, and on another machine: the
+epoch reached and each phase's share of it, the last epochs' train and val scores, the best
+epoch (``best.pt``), how val JSC moved over the last epochs, and how long the epochs left should
+take. An epoch's duration is the time between two epochs' log lines; the gap after a stop and
+a resume is left out, and a phase kind not timed yet is said to be so, not guessed.
+
+    python -m slsnet.progress runs/cpu_long
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from slsnet.reports import write_json
+from slsnet.schedule import Phase, parse_schedule, phase_spans
+
+GAP = 3.0  # an epoch-to-epoch time over GAP × the epoch's own training time spans a stop
+
+
+def read_run(run: Path) -> tuple[dict, list[dict]]:
+    """The run's arguments and its log records (one per finished epoch)."""
+    args_path, log_path = run / "args.json", run / "log.jsonl"
+    for path in (args_path, log_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{run} is not a training run folder: {path.name} is missing")
+    try:
+        args = json.loads(args_path.read_text())
+        log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{run}: unreadable run file ({exc})") from None
+    return args, log
+
+
+def phases_of(args: dict) -> list[Phase]:
+    """The run's phases (a run without ``--schedule`` is one adversarial phase)."""
+    return parse_schedule(args.get("schedule") or f"{args['size']}:{args['epochs']}:gan")
+
+
+def epoch_seconds(log: list[dict]) -> dict[tuple[int, str], float]:
+    """Median wall seconds of an epoch per (size, kind), from consecutive epochs' log lines."""
+    spans: dict[tuple[int, str], list[float]] = {}
+    for before, record in itertools.pairwise(log):
+        wall = record["time"] - before["time"]
+        if record["epoch"] == before["epoch"] + 1 and 0 < wall <= GAP * record["train_seconds"]:
+            spans.setdefault((record["size"], record["kind"]), []).append(wall)
+    return {key: statistics.median(walls) for key, walls in spans.items()}
+
+
+def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
+    """Everything the command prints, as plain data."""
+    phases = phases_of(args)
+    done = log[-1]["epoch"] if log else 0
+    timing = epoch_seconds(log)
+    rows, left, unknown = [], 0.0, []
+    for i, (first, end, phase) in enumerate(phase_spans(phases), start=1):
+        ran = [r for r in log if first <= r["epoch"] <= end]
+        todo = end - max(done, first - 1) if done < end else 0
+        seconds = timing.get((phase.size, phase.kind))
+        if todo and seconds is None:
+            unknown.append(f"{todo} at {phase.size} {phase.kind}")
+        elif todo:
+            left += todo * seconds
+        rows.append({"phase": i, "size": phase.size, "kind": phase.kind,
+                     "epochs": [first, end], "run": len(ran),
+                     "val_jsc_last": ran[-1]["val"]["jsc"] if ran else None,
+                     "epoch_seconds": seconds})
+    best = max(log, key=lambda r: r["val"]["jsc"], default=None)
+    recent = log[-last:]
+    trend = ((recent[-1]["val"]["jsc"] - recent[0]["val"]["jsc"]) / (len(recent) - 1)
+             if len(recent) > 1 else None)
+    return {
+        "epoch": done, "epochs": sum(p.epochs for p in phases),
+        "schedule": ",".join(str(p) for p in phases),
+        "phases": rows,
+        "best": {"epoch": best["epoch"], "val_jsc": best["val"]["jsc"]} if best else None,
+        "recent": [{"epoch": r["epoch"], "size": r["size"], "kind": r["kind"], "lr": r["lr"],
+                    "images_per_s": r["images_per_s"],
+                    "train_jsc": (r.get("train_eval") or {}).get("jsc"),
+                    "val_jsc": r["val"]["jsc"], "val_dsc": r["val"]["dsc"],
+                    "val_sen": r["val"]["sen"]} for r in recent],
+        "val_jsc_per_epoch": trend,
+        "seconds_left": left, "not_timed": unknown,
+        "last_epoch_at": log[-1]["time"] if log else None,
+    }
+
+
+def _num(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _duration(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
+def show(run: Path, summary: dict, console: Console) -> None:
+    """Print the summary as two tables and a few lines."""
+    epoch, total = summary["epoch"], summary["epochs"]
+    console.print(f"{run}: epoch {epoch} of {total} ({summary['schedule']})", soft_wrap=True)
+    phases = Table(title="phases")
+    for name in ("phase", "size", "kind", "epochs", "run", "val JSC at its last", "epoch takes"):
+        phases.add_column(name, justify="right")
+    for p in summary["phases"]:
+        took = "-" if p["epoch_seconds"] is None else _duration(p["epoch_seconds"])
+        phases.add_row(str(p["phase"]), str(p["size"]), p["kind"],
+                       f"{p['epochs'][0]}–{p['epochs'][1]}", str(p["run"]),
+                       _num(p["val_jsc_last"]), took)
+    console.print(phases)
+    recent = Table(title="last epochs (train JSC: a fixed subset, not augmented)")
+    for name in ("epoch", "size", "kind", "lr", "img/s", "train JSC", "val JSC", "val DSC",
+                 "val SEN"):
+        recent.add_column(name, justify="right")
+    for r in summary["recent"]:
+        recent.add_row(str(r["epoch"]), str(r["size"]), r["kind"], f"{r['lr']:.1e}",
+                       f"{r['images_per_s']:.1f}", _num(r["train_jsc"]), _num(r["val_jsc"]),
+                       _num(r["val_dsc"]), _num(r["val_sen"]))
+    console.print(recent)
+    if summary["best"]:
+        best = summary["best"]
+        console.print(f"best: epoch {best['epoch']}, val JSC {best['val_jsc']:.4f} "
+                      f"({run / 'best.pt'})", soft_wrap=True)
+    if summary["val_jsc_per_epoch"] is not None:
+        console.print(f"val JSC over the last {len(summary['recent'])} epochs: "
+                      f"{summary['val_jsc_per_epoch']:+.4f} an epoch")
+    if summary["last_epoch_at"] is not None:
+        ago = time.time() - summary["last_epoch_at"]
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(summary["last_epoch_at"]))
+        console.print(f"last epoch ended {stamp} ({_duration(max(ago, 0))} ago)")
+    if epoch >= total:
+        console.print("the run has ended")
+    else:
+        text = f"left: {total - epoch} epochs"
+        if summary["seconds_left"]:
+            text += f", about {_duration(summary['seconds_left'])} of the timed kinds"
+        if summary["not_timed"]:
+            text += f"; not timed yet: {', '.join(summary['not_timed'])}"
+        console.print(text + " (resume with the run's command and --resume)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print where the run stands; 2 when the folder is not a run."""
+    parser = argparse.ArgumentParser(prog="python -m slsnet.progress", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", help="the run folder (slsnet.train --out)")
+    parser.add_argument("--last", type=int, default=5, help="epochs in the table (default: 5)")
+    parser.add_argument("--json", dest="json_out", help="write the summary here")
+    args = parser.parse_args(argv)
+    if args.last < 1:
+        print(f"error: --last must be at least 1, not {args.last}", file=sys.stderr)
+        return 2
+    run = Path(args.run)
+    try:
+        summary = summarise(*read_run(run), last=args.last)
+    except (FileNotFoundError, ValueError, KeyError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    show(run, summary, Console())
+    if args.json_out and (problem := write_json(args.json_out, summary)):
+        print(problem, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,67 @@
+"""slsnet.progress: a hand-written run folder worked by hand, a real run, and bad folders."""
+
+import json
+
+import pytest
+
+from slsnet.progress import main as progress_main
+
+
+def _record(epoch: int, size: int, kind: str, at: float, train_seconds: float, jsc: float):
+    return {"epoch": epoch, "size": size, "kind": kind, "lr": 1e-3, "images_per_s": 10.0,
+            "train_seconds": train_seconds, "time": at, "train_eval": {"jsc": jsc + 0.1},
+            "val": {"jsc": jsc, "dsc": 2 * jsc / (1 + jsc), "sen": 0.9}}
+
+
+@pytest.fixture
+def stopped_run(tmp_path):
+    """Epochs 1-4 of a 5-epoch schedule, with a stop and a resume between epochs 2 and 3."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "args.json").write_text(json.dumps(
+        {"schedule": "64:2:sup,128:2:sup,128:1:gan", "size": 128, "epochs": 5}))
+    log = [_record(1, 64, "sup", 1000.0, 50.0, 0.50),
+           _record(2, 64, "sup", 1060.0, 50.0, 0.60),     # 60 s after epoch 1
+           _record(3, 128, "sup", 9000.0, 100.0, 0.70),   # after a stop: not an epoch's time
+           _record(4, 128, "sup", 9120.0, 100.0, 0.68)]   # 120 s after epoch 3
+    (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    return run
+
+
+def test_progress_reads_phases_times_and_the_best_epoch(stopped_run, tmp_path, capsys):
+    # when
+    assert progress_main([str(stopped_run), "--last", "3", "--json",
+                          str(tmp_path / "p.json")]) == 0
+    # then
+    out = json.loads((tmp_path / "p.json").read_text())
+    assert (out["epoch"], out["epochs"]) == (4, 5)
+    assert [(p["epochs"], p["run"], p["val_jsc_last"], p["epoch_seconds"])
+            for p in out["phases"]] == [([1, 2], 2, 0.60, 60.0), ([3, 4], 2, 0.68, 120.0),
+                                        ([5, 5], 0, None, None)]
+    assert out["best"] == {"epoch": 3, "val_jsc": 0.70}
+    assert [r["epoch"] for r in out["recent"]] == [2, 3, 4]
+    assert out["val_jsc_per_epoch"] == pytest.approx((0.68 - 0.60) / 2)
+    # the one epoch left is adversarial, a kind this run has not timed: said, not guessed
+    assert out["seconds_left"] == 0 and out["not_timed"] == ["1 at 128 gan"]
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "epoch 4 of 5" in printed and "not timed yet: 1 at 128 gan" in printed
+    # and a summary that cannot be written is one error line after the tables
+    assert progress_main([str(stopped_run), "--json", str(tmp_path / "no" / "p.json")]) == 1
+    assert capsys.readouterr().err.startswith(f"error: cannot write {tmp_path / 'no'}")
+
+
+def test_progress_of_a_finished_real_run(trained_run, capsys):
+    assert progress_main([str(trained_run)]) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1 of 1" in printed and "the run has ended" in printed
+    assert "best: epoch 1" in printed
+
+
+def test_progress_of_a_folder_that_is_not_a_run_is_one_error_line(tmp_path, capsys):
+    assert progress_main([str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp_path} is not a training run folder: args.json is missing"]
+    (tmp_path / "args.json").write_text("{")
+    (tmp_path / "log.jsonl").write_text("")
+    assert progress_main([str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path}: unreadable run file")
