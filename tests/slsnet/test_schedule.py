@@ -15,7 +15,7 @@ from slsnet.card import main as card_main
 from slsnet.config import SLSNetConfig
 from slsnet.data import Batches, to_tensor
 from slsnet.generator import build_generator
-from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
+from slsnet.schedule import Phase, parse_schedule, phase_of, phase_spans, total_epochs
 from slsnet.train import learning_rate
 from slsnet.train_bench import main as bench_main
 
@@ -30,6 +30,7 @@ def test_parse_schedule_reads_phases_and_defaults_to_the_adversarial_game():
     assert phase_of(phases, 80) == (2, phases[2])
     with pytest.raises(ValueError, match="past the schedule"):
         phase_of(phases, 81)
+    assert phase_spans(phases) == [(1, 60, phases[0]), (61, 65, phases[1]), (66, 80, phases[2])]
 
 
 @pytest.mark.parametrize("text, message", [
