@@ -13,9 +13,7 @@ a resume is left out, and a phase kind not timed yet is said to be so, not guess
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -24,9 +22,9 @@ from rich.console import Console
 from rich.table import Table
 
 from slsnet.reports import write_json
+from slsnet.run_files import read_log
 from slsnet.schedule import Phase, parse_schedule, phase_spans
-
-GAP = 3.0  # an epoch-to-epoch time over GAP × the epoch's own training time spans a stop
+from slsnet.time_budget import epoch_seconds
 
 
 def read_run(run: Path) -> tuple[dict, list[dict]]:
@@ -37,7 +35,7 @@ def read_run(run: Path) -> tuple[dict, list[dict]]:
             raise FileNotFoundError(f"{run} is not a training run folder: {path.name} is missing")
     try:
         args = json.loads(args_path.read_text())
-        log = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
+        log = read_log(log_path)
     except json.JSONDecodeError as exc:
         raise ValueError(f"{run}: unreadable run file ({exc})") from None
     return args, log
@@ -46,16 +44,6 @@ def read_run(run: Path) -> tuple[dict, list[dict]]:
 def phases_of(args: dict) -> list[Phase]:
     """The run's phases (a run without ``--schedule`` is one adversarial phase)."""
     return parse_schedule(args.get("schedule") or f"{args['size']}:{args['epochs']}:gan")
-
-
-def epoch_seconds(log: list[dict]) -> dict[tuple[int, str], float]:
-    """Median wall seconds of an epoch per (size, kind), from consecutive epochs' log lines."""
-    spans: dict[tuple[int, str], list[float]] = {}
-    for before, record in itertools.pairwise(log):
-        wall = record["time"] - before["time"]
-        if record["epoch"] == before["epoch"] + 1 and 0 < wall <= GAP * record["train_seconds"]:
-            spans.setdefault((record["size"], record["kind"]), []).append(wall)
-    return {key: statistics.median(walls) for key, walls in spans.items()}
 
 
 def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:

@@ -40,6 +40,13 @@ def append_log(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
+def read_log(path: Path) -> list[dict]:
+    """The records of ``log.jsonl`` (none when it does not exist yet)."""
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
 def commit_checkpoint(path: Path, state: dict) -> None:
     """Write ``last.pt`` atomically: a crash leaves the previous one whole."""
     tmp = path.with_name(path.name + ".tmp")

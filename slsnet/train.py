@@ -32,12 +32,14 @@ from slsnet.gan import GANTrainer, Hyper
 from slsnet.run_files import (
     append_log,
     commit_checkpoint,
+    read_log,
     rng_state,
     set_rng_state,
     signals_held,
     trim_log,
 )
 from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
+from slsnet.time_budget import TimeBudget, epoch_seconds, parse_duration
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -117,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=0, metavar="E",
                    help="end after epoch E (counted across the run), resumable with --resume: "
                    "a long run in slices, e.g. one a night (0: run to the end)")
+    g.add_argument("--time-budget", type=_duration, metavar="DURATION",
+                   help="start no epoch that would not end within this time of the start "
+                   "(e.g. 2h40m, 90m): a machine lent for a few hours ends the run between "
+                   "epochs, not in one; each epoch's time comes from the run's log")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     g.add_argument("--seed", type=int, default=0)
@@ -169,6 +175,13 @@ def _shrunk(images: np.ndarray | None, size: int) -> np.ndarray | None:
     return np.stack([resize_to_input(im, size) for im in images])
 
 
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     """Run (or resume) training as described by parsed ``args``; returns the last log record."""
     from rich.console import Console
@@ -181,6 +194,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     )
 
     console = Console(stderr=True)
+    budget = TimeBudget(args.time_budget) if args.time_budget else None
     if not 0 <= args.ema_decay < 1:
         raise ValueError(f"--ema-decay must be in [0, 1), not {args.ema_decay}")
     if not 0 <= args.zoom <= 1:
@@ -227,6 +241,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
         console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
         trim_log(out / "log.jsonl", start_epoch)
+        if budget is not None:
+            budget.known = epoch_seconds(read_log(out / "log.jsonl"))
     elif init is not None:
         trainer.start_from(init)
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused --init leaves no run folder
@@ -275,6 +291,12 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     last = min(args.epochs, args.stop_after) if args.stop_after > 0 else args.epochs
     for epoch in range(start_epoch + 1, last + 1):
         phase_index, phase = phase_of(phases, epoch)
+        if budget is not None and not budget.fits(phase.size, phase.kind):
+            took = budget.estimate(phase.size, phase.kind)
+            console.log(f"time budget: epoch {epoch} ({phase}) takes about "
+                        f"{(took or 0) / 60:.1f} min and {max(budget.left(), 0) / 60:.1f} min "
+                        f"are left; stopping after epoch {epoch - 1} (continue with --resume)")
+            break
         batches = batches_for(phase)
         sums: dict[str, float] = {}
         t0 = time.perf_counter()
@@ -340,6 +362,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             }
             commit_checkpoint(ckpt_path, state)
         draw_curves(out / "log.jsonl", out / "curves.png")
+        if budget is not None:
+            budget.timed(phase.size, phase.kind, time.perf_counter() - t0)
         console.log(
             f"epoch {epoch} ({phase}): G {record['g_total']:.4f} D {record['d_total']:.4f} "
             + (f"train JSC {seen['jsc']:.4f} " if seen is not None else "")
