@@ -20,7 +20,7 @@ from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import cpu_name
 from slsnet.evaluate import score_views
 from slsnet.info import count_params
-from slsnet.schedule import parse_schedule, phase_spans
+from slsnet.schedule import phase_spans, run_phases
 
 CITATIONS = [
     "Sarker M.M.K., Rashwan H.A., Akram F., et al. SLSNet: Skin lesion segmentation using a "
@@ -73,9 +73,8 @@ def _optimiser(args: dict) -> str:
 
 def _phases(args: dict, log: list[dict]) -> list[dict]:
     """Each phase of the run as an object: epochs, size, kind, sample, and its last val JSC."""
-    schedule = args.get("schedule") or f"{args.get('size')}:{args.get('epochs')}:gan"
     phases = []
-    for first, last, phase in phase_spans(parse_schedule(schedule)):
+    for first, last, phase in phase_spans(run_phases(args)):
         rows = [r for r in log if first <= r["epoch"] <= last]
         phases.append({
             "epochs": [first, last],

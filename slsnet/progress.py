@@ -23,7 +23,7 @@ from rich.table import Table
 
 from slsnet.reports import write_json
 from slsnet.run_files import read_log
-from slsnet.schedule import Phase, parse_schedule, phase_spans
+from slsnet.schedule import phase_spans, run_phases, total_epochs
 from slsnet.time_budget import epoch_seconds
 
 
@@ -41,14 +41,9 @@ def read_run(run: Path) -> tuple[dict, list[dict]]:
     return args, log
 
 
-def phases_of(args: dict) -> list[Phase]:
-    """The run's phases (a run without ``--schedule`` is one adversarial phase)."""
-    return parse_schedule(args.get("schedule") or f"{args['size']}:{args['epochs']}:gan")
-
-
 def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
     """Everything the command prints, as plain data."""
-    phases = phases_of(args)
+    phases = run_phases(args)
     done = log[-1]["epoch"] if log else 0
     timing = epoch_seconds(log)
     rows, left, unknown = [], 0.0, []
@@ -69,7 +64,7 @@ def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
     trend = ((recent[-1]["val"]["jsc"] - recent[0]["val"]["jsc"]) / (len(recent) - 1)
              if len(recent) > 1 else None)
     return {
-        "epoch": done, "epochs": sum(p.epochs for p in phases),
+        "epoch": done, "epochs": total_epochs(phases),
         "schedule": ",".join(str(p) for p in phases),
         "phases": rows,
         "best": {"epoch": best["epoch"], "val_jsc": best["val"]["jsc"]} if best else None,

@@ -66,6 +66,11 @@ def total_epochs(phases: list[Phase]) -> int:
     return sum(p.epochs for p in phases)
 
 
+def run_phases(args: dict) -> list[Phase]:
+    """A run's phases from its ``args.json``: ``--schedule``, or one gan phase of its epochs."""
+    return parse_schedule(args.get("schedule") or f"{args['size']}:{args['epochs']}:gan")
+
+
 def phase_spans(phases: list[Phase]) -> list[tuple[int, int, Phase]]:
     """(first epoch, last epoch, phase) of each phase, epochs counted from 1 across the run."""
     spans, first = [], 1

@@ -9,6 +9,7 @@ the epochs this process has run. A kind not timed yet runs when any budget is le
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import re
 import statistics
@@ -30,6 +31,14 @@ def parse_duration(text: str) -> float:
     if not parts or "".join(n + u for n, u in parts) != cleaned:
         raise ValueError(f"{text!r} is not a duration such as 2h40m, 90m or 45s")
     return sum(float(n) * _UNIT[u] for n, u in parts)
+
+
+def duration_arg(text: str) -> float:
+    """:func:`parse_duration` as an argparse ``type``: a bad duration is argparse's error line."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def epoch_seconds(log: list[dict]) -> dict[tuple[int, str], float]:

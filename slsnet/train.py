@@ -39,7 +39,7 @@ from slsnet.run_files import (
     trim_log,
 )
 from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
-from slsnet.time_budget import TimeBudget, epoch_seconds, parse_duration
+from slsnet.time_budget import TimeBudget, duration_arg
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--stop-after", type=int, default=0, metavar="E",
                    help="end after epoch E (counted across the run), resumable with --resume: "
                    "a long run in slices, e.g. one a night (0: run to the end)")
-    g.add_argument("--time-budget", type=_duration, metavar="DURATION",
+    g.add_argument("--time-budget", type=duration_arg, metavar="DURATION",
                    help="start no epoch that would not end within this time of the start "
                    "(e.g. 2h40m, 90m): a machine lent for a few hours ends the run between "
                    "epochs, not in one; each epoch's time comes from the run's log")
@@ -175,13 +175,6 @@ def _shrunk(images: np.ndarray | None, size: int) -> np.ndarray | None:
     return np.stack([resize_to_input(im, size) for im in images])
 
 
-def _duration(text: str) -> float:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     """Run (or resume) training as described by parsed ``args``; returns the last log record."""
     from rich.console import Console
@@ -194,7 +187,10 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     )
 
     console = Console(stderr=True)
-    budget = TimeBudget(args.time_budget) if args.time_budget else None
+    budget = None
+    if args.time_budget:  # counted from here; a resumed run knows its epochs' times at once
+        earlier = read_log(Path(args.out) / "log.jsonl") if args.resume else []
+        budget = TimeBudget(args.time_budget, earlier)
     if not 0 <= args.ema_decay < 1:
         raise ValueError(f"--ema-decay must be in [0, 1), not {args.ema_decay}")
     if not 0 <= args.zoom <= 1:
@@ -241,8 +237,6 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
         console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
         trim_log(out / "log.jsonl", start_epoch)
-        if budget is not None:
-            budget.known = epoch_seconds(read_log(out / "log.jsonl"))
     elif init is not None:
         trainer.start_from(init)
     out.mkdir(parents=True, exist_ok=True)  # only now: a refused --init leaves no run folder
