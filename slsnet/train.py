@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import signal
 import sys
 import threading
@@ -38,129 +37,9 @@ from slsnet.run_files import (
     signals_held,
     trim_log,
 )
-from slsnet.schedule import Phase, parse_schedule, phase_of, total_epochs
-from slsnet.time_budget import TimeBudget, duration_arg
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """Command-line flags, grouped as data / model / optimisation / run."""
-    p = argparse.ArgumentParser(
-        prog="python -m slsnet.train",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    g = p.add_argument_group("data")
-    g.add_argument(
-        "--data", required=True, help="folder with train/ and val/, each images/ + masks/"
-    )
-    g.add_argument("--limit", type=int, default=0, help="use only the first N training images")
-    g.add_argument("--val-limit", type=int, default=0, help="use only the first N val images")
-    g.add_argument("--zoom", type=float, default=0.0, metavar="P",
-                   help="probability of a random zoom-in crop of a training image, as a "
-                   "dermatoscope held close frames the lesion (0: off, the paper's setting)")
-    g.add_argument("--max-zoom", type=float, default=2.0, help="largest zoom of those crops")
-    g.add_argument("--zoom-aim", choices=["anywhere", "lesion"], default="anywhere",
-                   help="where zoom crops lie: anywhere in the image, or over the lesion's "
-                   "centre, as a scope held close over it (the lesion then fills the view)")
-    g.add_argument("--rotate", type=float, default=0.0, metavar="P",
-                   help="probability of turning a training image by a random angle "
-                   "(0: off, the paper's setting: flips only)")
-    g.add_argument("--colour", type=float, default=0.0, metavar="P",
-                   help="probability of jittering a training image's hue (±16°), saturation "
-                   "and brightness (0: off, the paper's setting: gamma and CLAHE only)")
-    g.add_argument("--low-res", choices=["shrink", "crop"], default="shrink",
-                   help="how a phase below the network's size makes its samples: the whole "
-                   "image shrunk, or a window of the image at the network's size (the lesion "
-                   "keeps its scale in pixels)")
-    g.add_argument("--bn-images", type=int, default=256, metavar="N",
-                   help="before each validation and save, measure BatchNorm statistics afresh on "
-                   "the first N training images, unaugmented, at the network's size (0: keep "
-                   "the running statistics of training)")
-    g.add_argument("--train-eval", type=int, default=100, metavar="N",
-                   help="score the first N training images (no augmentation) after every "
-                   "epoch, for the learning curve next to val (0: off)")
-    g = p.add_argument_group("model")
-    g.add_argument("--size", type=int, default=None,
-                   help="network input size (square; default 128, or the last phase's)")
-    g.add_argument("--init", metavar="WEIGHTS",
-                   help="start G from these weights (fine-tuning; D starts fresh)")
-    g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default 100, or the schedule's total)")
-    g.add_argument("--schedule", metavar="SIZE:EPOCHS[:KIND],...",
-                   help="phases of the run, e.g. 64:60:sup,128:10:sup,128:15:gan (KIND sup: "
-                   "the supervised terms only, no discriminator; gan: the adversarial game, "
-                   "the default); without it, one gan phase of --epochs at --size")
-    g.add_argument("--batch-size", type=int, default=8)
-    g.add_argument("--lr", type=float, default=2e-4)
-    g.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant",
-                   help="cosine: the rate falls from --lr to 0 over --epochs, step by step "
-                   "(the paper: constant)")
-    g.add_argument("--lr-warmup", type=float, default=0.0, metavar="E",
-                   help="raise the rate linearly from 0 over the first E epochs (0: off); a "
-                   "high rate from the first step can drive a fresh network to an all-skin "
-                   "output for several epochs")
-    g.add_argument("--l1-weight", type=float, default=0.1, help="λ of the L1 term")
-    g.add_argument("--jaccard-weight", type=float, default=0.5, help="α of the Jaccard term")
-    g.add_argument(
-        "--adv-weight", type=float, default=1.0, help="weight of the adversarial term (paper: 1)"
-    )
-    g.add_argument("--bce-weight", type=float, default=0.0,
-                   help="weight of a pixel-wise cross-entropy term (paper: 0)")
-    g.add_argument("--beta1", type=float, default=0.5,
-                   help="Adam's first-moment decay for G and D (paper: 0.5)")
-    g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
-    g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
-                   help="validate and save a moving average of G's weights, updated every step "
-                   "with this decay (e.g. 0.998: ~500 steps); 0: off, the paper's setting")
-    g = p.add_argument_group("run")
-    g.add_argument("--out", required=True, help="run folder (checkpoints, log, curves)")
-    g.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    g.add_argument("--stop-after", type=int, default=0, metavar="E",
-                   help="end after epoch E (counted across the run), resumable with --resume: "
-                   "a long run in slices, e.g. one a night (0: run to the end)")
-    g.add_argument("--time-budget", type=duration_arg, metavar="DURATION",
-                   help="start no epoch that would not end within this time of the start "
-                   "(e.g. 2h40m, 90m): a machine lent for a few hours ends the run between "
-                   "epochs, not in one; each epoch's time comes from the run's log")
-    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
-    g.add_argument("--seed", type=int, default=0)
-    return p
-
-
-def resolve_phases(args: argparse.Namespace) -> list[Phase]:
-    """The run's phases from ``--schedule``, or one gan phase of ``--epochs`` at ``--size``.
-
-    Fills in ``args.size`` (the last phase's: the size the network is shipped at) and
-    ``args.epochs`` (the total) so the rest of the run, its log and card read them as before.
-    """
-    if args.schedule:
-        phases = parse_schedule(args.schedule)
-        for name, value in (("size", phases[-1].size), ("epochs", total_epochs(phases))):
-            given = getattr(args, name)
-            if given is not None and given != value:
-                raise ValueError(f"--{name} {given} disagrees with --schedule {args.schedule} "
-                                 f"({value}); give one or the other")
-            setattr(args, name, value)
-        return phases
-    args.size = 128 if args.size is None else args.size
-    args.epochs = 100 if args.epochs is None else args.epochs
-    return [Phase(args.size, args.epochs, "gan")]
-
-
-def learning_rate(args: argparse.Namespace, step: int, total: int, warmup: int = 0) -> float:
-    """The rate for training step ``step`` (0-based) of ``total``: ``--lr``, or its cosine decay.
-
-    The first ``warmup`` steps rise linearly to ``--lr``; the cosine then spans the rest. The
-    schedule is a function of the step alone, so a resumed run takes it up where it stopped
-    (given the same ``--epochs``).
-    """
-    if step < warmup:
-        return args.lr * (step + 1) / warmup
-    if args.lr_schedule == "constant":
-        return args.lr
-    return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
+from slsnet.schedule import Phase, phase_of
+from slsnet.time_budget import TimeBudget
+from slsnet.train_args import build_parser, check_args, learning_rate, resolve_phases
 
 
 def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -186,22 +65,12 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         TimeRemainingColumn,
     )
 
+    check_args(args)
     console = Console(stderr=True)
     budget = None
     if args.time_budget:  # counted from here; a resumed run knows its epochs' times at once
         earlier = read_log(Path(args.out) / "log.jsonl") if args.resume else []
         budget = TimeBudget(args.time_budget, earlier)
-    if not 0 <= args.ema_decay < 1:
-        raise ValueError(f"--ema-decay must be in [0, 1), not {args.ema_decay}")
-    if not 0 <= args.zoom <= 1:
-        raise ValueError(f"--zoom is a probability in [0, 1], not {args.zoom}")
-    if args.max_zoom < 1:
-        raise ValueError(f"--max-zoom must be at least 1, not {args.max_zoom}")
-    for name in ("rotate", "colour"):
-        if not 0 <= getattr(args, name) <= 1:
-            raise ValueError(f"--{name} is a probability in [0, 1], not {getattr(args, name)}")
-    if not 0 <= args.beta1 < 1:
-        raise ValueError(f"--beta1 must be in [0, 1), not {args.beta1}")
     phases = resolve_phases(args)
     device = resolve_device(args.device)
     if args.threads:
@@ -378,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     Ctrl-C and SIGTERM (``kill``, a job scheduler's stop) end the run the same way: checkpoints
     are written atomically, so the last finished epoch stays resumable.
     """
-    args = build_parser().parse_args(argv)
+    args = build_parser(__doc__).parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _stop) if main_thread else None
     try:

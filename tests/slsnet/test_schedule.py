@@ -16,7 +16,7 @@ from slsnet.config import SLSNetConfig
 from slsnet.data import Batches, to_tensor
 from slsnet.generator import build_generator
 from slsnet.schedule import Phase, parse_schedule, phase_of, phase_spans, total_epochs
-from slsnet.train import learning_rate
+from slsnet.train_args import learning_rate
 from slsnet.train_bench import main as bench_main
 
 

@@ -20,6 +20,7 @@ import torch
 from support.isic_runs import read_log, train
 
 import slsnet.train
+import slsnet.train_args
 from slsnet import load_generator
 from slsnet.card import main as card_main
 
@@ -205,8 +206,9 @@ def test_a_cosine_schedule_with_aimed_crops_and_rotations_lowers_the_rate_and_sa
 
 
 def test_the_constant_schedule_is_the_given_rate_at_every_step():
-    args = slsnet.train.build_parser().parse_args(["--data", "d", "--out", "o", "--lr", "3e-4"])
-    assert [slsnet.train.learning_rate(args, s, 10) for s in (0, 5, 9)] == [3e-4] * 3
+    argv = ["--data", "d", "--out", "o", "--lr", "3e-4"]
+    args = slsnet.train_args.build_parser().parse_args(argv)
+    assert [slsnet.train_args.learning_rate(args, s, 10) for s in (0, 5, 9)] == [3e-4] * 3
 
 
 @pytest.mark.parametrize(
