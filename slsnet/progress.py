@@ -72,11 +72,23 @@ def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
                     "images_per_s": r["images_per_s"],
                     "train_jsc": (r.get("train_eval") or {}).get("jsc"),
                     "val_jsc": r["val"]["jsc"], "val_dsc": r["val"]["dsc"],
-                    "val_sen": r["val"]["sen"]} for r in recent],
+                    "val_sen": r["val"]["sen"], **_game(r)} for r in recent],
         "val_jsc_per_epoch": trend,
         "seconds_left": left, "not_timed": unknown,
         "last_epoch_at": log[-1]["time"] if log else None,
     }
+
+
+def _game(record: dict) -> dict:
+    """The adversarial game of a gan epoch (means over its steps); None for a supervised one.
+
+    ``d_loss``: the discriminator's loss on real and generated pairs; ``g_adversarial``: the
+    generator's adversarial term before its weight. A falling ``d_loss`` with a rising
+    ``g_adversarial`` is a discriminator that is winning.
+    """
+    gan = record["kind"] == "gan"
+    return {"d_loss": record.get("d_total") if gan else None,
+            "g_adversarial": record.get("g_adversarial") if gan else None}
 
 
 def _num(value: float | None, digits: int = 4) -> str:
@@ -105,12 +117,14 @@ def show(run: Path, summary: dict, console: Console) -> None:
     console.print(phases)
     recent = Table(title="last epochs (train JSC: a fixed subset, not augmented)")
     for name in ("epoch", "size", "kind", "lr", "img/s", "train JSC", "val JSC", "val DSC",
-                 "val SEN"):
+                 "val SEN", "D loss / G adv"):
         recent.add_column(name, justify="right")
     for r in summary["recent"]:
         recent.add_row(str(r["epoch"]), str(r["size"]), r["kind"], f"{r['lr']:.1e}",
                        f"{r['images_per_s']:.1f}", _num(r["train_jsc"]), _num(r["val_jsc"]),
-                       _num(r["val_dsc"]), _num(r["val_sen"]))
+                       _num(r["val_dsc"]), _num(r["val_sen"]),
+                       "-" if r["d_loss"] is None
+                       else f"{r['d_loss']:.3f} / {r['g_adversarial']:.3f}")
     console.print(recent)
     if summary["best"]:
         best = summary["best"]
@@ -151,7 +165,10 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    show(run, summary, Console())
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: wide enough for every column, not 80
+        console = Console(width=max(console.width, 110))
+    show(run, summary, console)
     if args.json_out and (problem := write_json(args.json_out, summary)):
         print(problem, file=sys.stderr)
         return 1

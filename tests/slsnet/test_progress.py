@@ -40,6 +40,7 @@ def test_progress_reads_phases_times_and_the_best_epoch(stopped_run, tmp_path, c
                                         ([5, 5], 0, None, None)]
     assert out["best"] == {"epoch": 3, "val_jsc": 0.70}
     assert [r["epoch"] for r in out["recent"]] == [2, 3, 4]
+    assert {(r["d_loss"], r["g_adversarial"]) for r in out["recent"]} == {(None, None)}  # sup
     assert out["val_jsc_per_epoch"] == pytest.approx((0.68 - 0.60) / 2)
     # the one epoch left is adversarial, a kind this run has not timed: said, not guessed
     assert out["seconds_left"] == 0 and out["not_timed"] == ["1 at 128 gan"]
@@ -50,11 +51,16 @@ def test_progress_reads_phases_times_and_the_best_epoch(stopped_run, tmp_path, c
     assert capsys.readouterr().err.startswith(f"error: cannot write {tmp_path / 'no'}")
 
 
-def test_progress_of_a_finished_real_run(trained_run, capsys):
-    assert progress_main([str(trained_run)]) == 0
+def test_progress_of_a_finished_real_run(trained_run, tmp_path, capsys):
+    assert progress_main([str(trained_run), "--json", str(tmp_path / "p.json")]) == 0
     printed = capsys.readouterr().out
     assert "epoch 1 of 1" in printed and "the run has ended" in printed
     assert "best: epoch 1" in printed
+    # its one epoch is adversarial: the game's two losses are the log's, to the digit
+    (epoch,) = json.loads((tmp_path / "p.json").read_text())["recent"]
+    logged = json.loads((trained_run / "log.jsonl").read_text().splitlines()[0])
+    assert epoch["kind"] == "gan" and epoch["d_loss"] == logged["d_total"] > 0
+    assert epoch["g_adversarial"] == logged["g_adversarial"] > 0
 
 
 def test_progress_of_a_folder_that_is_not_a_run_is_one_error_line(tmp_path, capsys):
