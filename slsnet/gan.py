@@ -30,6 +30,7 @@ class Hyper:
     bce_weight: float = 0.0  # pixel-wise BCE of G(x) against y (not in the paper)
     amp: bool = False  # bf16 autocast
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of G
+    d_lr_scale: float = 1.0  # D's learning rate is G's times this (the paper: 1)
 
 
 class GANTrainer:
@@ -47,7 +48,7 @@ class GANTrainer:
         self.discriminator: Discriminator = build_discriminator(config=config).to(device)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hyper.lr, betas=hyper.betas)
         self.opt_d = torch.optim.Adam(
-            self.discriminator.parameters(), lr=hyper.lr, betas=hyper.betas
+            self.discriminator.parameters(), lr=hyper.lr * hyper.d_lr_scale, betas=hyper.betas
         )
         self.ema: AveragedModel | None = None
         if hyper.ema_decay > 0:
@@ -71,10 +72,13 @@ class GANTrainer:
         return self.generator if self.ema is None else self.ema.module
 
     def set_lr(self, lr: float) -> None:
-        """Both optimisers' learning rate from now on (a schedule calls this every step)."""
-        for opt in (self.opt_g, self.opt_d):
+        """G's learning rate from now on, and D's at ``hyper.d_lr_scale`` times it.
+
+        A schedule calls this every step.
+        """
+        for opt, rate in ((self.opt_g, lr), (self.opt_d, lr * self.hyper.d_lr_scale)):
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = rate
 
     def _autocast(self):
         if not self.hyper.amp:

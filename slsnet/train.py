@@ -94,6 +94,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         betas=(args.beta1, 0.999),
         amp=args.amp,
         ema_decay=args.ema_decay,
+        d_lr_scale=args.d_lr_scale,
     )
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)

@@ -79,6 +79,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="weight of a pixel-wise cross-entropy term (paper: 0)")
     g.add_argument("--beta1", type=float, default=0.5,
                    help="Adam's first-moment decay for G and D (paper: 0.5)")
+    g.add_argument("--d-lr-scale", type=float, default=1.0, metavar="S",
+                   help="the discriminator's learning rate is the generator's times S (the "
+                   "paper: 1); below 1 slows a discriminator that wins the game too soon")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
     g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="validate and save a moving average of G's weights, updated every step "
@@ -144,5 +147,7 @@ def check_args(args: argparse.Namespace) -> None:
     for name in ("rotate", "colour"):
         if not 0 <= getattr(args, name) <= 1:
             raise ValueError(f"--{name} is a probability in [0, 1], not {getattr(args, name)}")
+    if not args.d_lr_scale > 0:
+        raise ValueError(f"--d-lr-scale must be above 0, not {args.d_lr_scale}")
     if not 0 <= args.beta1 < 1:
         raise ValueError(f"--beta1 must be in [0, 1), not {args.beta1}")

@@ -85,3 +85,33 @@ def test_start_from_copies_a_trained_generator_into_g_and_its_average():
     # and weights for another input size are refused
     with pytest.raises(ValueError, match="--init weights are for"):
         GANTrainer(SLSNetConfig(input_size=64), Hyper(), cpu).start_from(donor.generator)
+
+
+def _first_d_change(d_lr_scale: float) -> tuple[dict[str, torch.Tensor], float]:
+    """D's change in its first step, and the largest weight magnitude before or after it."""
+    torch.manual_seed(0)
+    trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(lr=1e-3, d_lr_scale=d_lr_scale),
+                         torch.device("cpu"))
+    before = {k: p.detach().clone() for k, p in trainer.discriminator.named_parameters()}
+    torch.manual_seed(1)  # G's dropout draws the same in both trainers
+    trainer.step(*_batch(0))
+    after = dict(trainer.discriminator.named_parameters())
+    largest = max(max(before[k].abs().max(), after[k].detach().abs().max()) for k in before)
+    return {k: after[k].detach() - before[k] for k in before}, float(largest)
+
+
+def test_the_discriminator_learns_at_its_own_rate():
+    # given two trainers alike but for D's rate, 1x and 0.25x G's
+    (full, size_full), (quarter, size_quarter) = _first_d_change(1.0), _first_d_change(0.25)
+    # then D's first step is a quarter as long: Adam's first step is lr * g / (|g| + eps) for
+    # each weight, and both trainers compute the same g. What is left is the rounding of
+    # p + step (half an ulp of the weight each) and a few ulps of the step itself.
+    atol = 8 * torch.finfo(torch.float32).eps * max(size_full, size_quarter)
+    for name, step in full.items():
+        torch.testing.assert_close(quarter[name], 0.25 * step, rtol=0, atol=atol)
+    assert max(s.abs().max() for s in full.values()) > 1e-4  # D did move
+    # and a new rate keeps the ratio: the schedule sets G's, D follows
+    trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(d_lr_scale=0.25), torch.device("cpu"))
+    trainer.set_lr(4e-4)
+    assert {g["lr"] for g in trainer.opt_g.param_groups} == {4e-4}
+    assert {g["lr"] for g in trainer.opt_d.param_groups} == {1e-4}

@@ -219,6 +219,7 @@ def test_the_constant_schedule_is_the_given_rate_at_every_step():
         (["--zoom", "0.5", "--max-zoom", "0.5"], "error: --max-zoom must be at least 1, not 0.5"),
         (["--rotate", "2"], "error: --rotate is a probability in [0, 1], not 2.0"),
         (["--colour", "-1"], "error: --colour is a probability in [0, 1], not -1.0"),
+        (["--d-lr-scale", "0"], "error: --d-lr-scale must be above 0, not 0.0"),
     ],
 )
 def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
