@@ -7,6 +7,7 @@ in test_model_tools.py.
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -52,6 +53,26 @@ def test_resume_reproduces_the_uninterrupted_run(tiny_isic, tmp_path):
     for key in ("g_total", "d_total", "g_jaccard"):
         assert a[1][key] == pytest.approx(b[1][key], rel=1e-5), key
     assert a[1]["val"]["jsc"] == pytest.approx(b[1]["val"]["jsc"], abs=1e-6)
+
+
+@pytest.mark.timeout(300)
+def test_a_run_branches_at_an_epoch_by_a_copy_of_its_folder(tiny_isic, tmp_path):
+    # given a run stopped after epoch 1 of 2, and a copy of its folder
+    assert train(tiny_isic, tmp_path / "main", "--epochs", "2", "--stop-after", "1") == 0
+    shutil.copytree(tmp_path / "main", tmp_path / "branch")
+    # when each goes on with its own discriminator rate
+    assert train(tiny_isic, tmp_path / "main", "--epochs", "2", "--resume") == 0
+    assert train(tiny_isic, tmp_path / "branch", "--epochs", "2", "--resume",
+                 "--d-lr-scale", "0.25") == 0
+    # then they share epoch 1 and part at epoch 2, the branch with D at a quarter of G's rate
+    main, branch = read_log(tmp_path / "main"), read_log(tmp_path / "branch")
+    assert main[0] == branch[0] and main[1]["d_total"] != branch[1]["d_total"]
+    state = torch.load(tmp_path / "branch" / "last.pt", weights_only=True)["trainer"]
+    rate_g, rate_d = (state[k]["param_groups"][0]["lr"] for k in ("opt_g", "opt_d"))
+    assert rate_d == 0.25 * rate_g
+    # and the branch's folder says how it was made, command by command
+    lines = (tmp_path / "branch" / "commands.jsonl").read_text().splitlines()
+    assert [json.loads(line)["args"]["d_lr_scale"] for line in lines] == [1.0, 0.25]
 
 
 def test_existing_run_needs_resume(tiny_isic, tmp_path, capsys):
