@@ -8,6 +8,9 @@ take. An epoch's duration is the time between two epochs' log lines; the gap aft
 a resume is left out, and a phase kind not timed yet is said to be so, not guessed.
 
     python -m slsnet.progress runs/cpu_long
+
+``--against OTHER`` sets another run's epochs beside this one's, epoch by epoch (two recipes,
+or two branches of one run): train and val JSC of each, their gaps, and val's difference.
 """
 
 from __future__ import annotations
@@ -91,6 +94,45 @@ def _game(record: dict) -> dict:
             "g_adversarial": record.get("g_adversarial") if gan else None}
 
 
+def side_by_side(log: list[dict], other: list[dict], *, last: int = 5) -> list[dict]:
+    """The last ``last`` epochs both logs hold, each run's train and val JSC at each."""
+    theirs = {r["epoch"]: r for r in other}
+    rows = []
+    for r in log:
+        o = theirs.get(r["epoch"])
+        if o is None:
+            continue
+        mine_train = (r.get("train_eval") or {}).get("jsc")
+        other_train = (o.get("train_eval") or {}).get("jsc")
+        rows.append({"epoch": r["epoch"], "size": r["size"], "kind": r["kind"],
+                     "train_jsc": mine_train, "val_jsc": r["val"]["jsc"],
+                     "other_train_jsc": other_train, "other_val_jsc": o["val"]["jsc"],
+                     "val_difference": r["val"]["jsc"] - o["val"]["jsc"]})
+    return rows[-last:]
+
+
+def _gap(train: float | None, val: float) -> str:
+    return "-" if train is None else f"{train - val:.4f}"
+
+
+def show_side_by_side(run: Path, other: Path, rows: list[dict], console: Console) -> None:
+    """Print :func:`side_by_side`'s rows, or say that the runs share no epoch."""
+    if not rows:
+        console.print(f"{run} and {other} have no epoch in common", soft_wrap=True)
+        return
+    table = Table(title=f"A: {run}   B: {other}   (gap: train JSC - val JSC)")
+    for name in ("epoch", "size", "kind", "A train", "A val", "A gap", "B train", "B val",
+                 "B gap", "A val - B val"):
+        table.add_column(name, justify="right")
+    for r in rows:
+        table.add_row(str(r["epoch"]), str(r["size"]), r["kind"], _num(r["train_jsc"]),
+                      _num(r["val_jsc"]), _gap(r["train_jsc"], r["val_jsc"]),
+                      _num(r["other_train_jsc"]), _num(r["other_val_jsc"]),
+                      _gap(r["other_train_jsc"], r["other_val_jsc"]),
+                      f"{r['val_difference']:+.4f}")
+    console.print(table)
+
+
 def _num(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -154,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", help="the run folder (slsnet.train --out)")
     parser.add_argument("--last", type=int, default=5, help="epochs in the table (default: 5)")
+    parser.add_argument("--against", metavar="OTHER",
+                        help="another run folder, set beside this one epoch by epoch")
     parser.add_argument("--json", dest="json_out", help="write the summary here")
     args = parser.parse_args(argv)
     if args.last < 1:
@@ -161,7 +205,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     run = Path(args.run)
     try:
-        summary = summarise(*read_run(run), last=args.last)
+        run_args, log = read_run(run)
+        summary = summarise(run_args, log, last=args.last)
+        if args.against:
+            summary["against"] = {"run": args.against, "epochs": side_by_side(
+                log, read_run(Path(args.against))[1], last=args.last)}
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -169,6 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     if not console.is_terminal:  # a log or a pipe: wide enough for every column, not 80
         console = Console(width=max(console.width, 110))
     show(run, summary, console)
+    if args.against:
+        show_side_by_side(run, Path(args.against), summary["against"]["epochs"], console)
     if args.json_out and (problem := write_json(args.json_out, summary)):
         print(problem, file=sys.stderr)
         return 1

@@ -71,3 +71,30 @@ def test_progress_of_a_folder_that_is_not_a_run_is_one_error_line(tmp_path, caps
     (tmp_path / "log.jsonl").write_text("")
     assert progress_main([str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path}: unreadable run file")
+
+
+def test_progress_sets_another_run_beside_this_one(stopped_run, tmp_path, capsys):
+    # given a second run that has epochs 2-3 of the first's 1-4, a little better at each
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "args.json").write_text((stopped_run / "args.json").read_text())
+    log = [_record(2, 64, "sup", 500.0, 50.0, 0.62), _record(3, 128, "sup", 560.0, 100.0, 0.75)]
+    (other / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+    # when
+    assert progress_main([str(stopped_run), "--against", str(other), "--json",
+                          str(tmp_path / "p.json")]) == 0
+    # then the epochs both hold are set side by side, val's difference this run's minus theirs
+    against = json.loads((tmp_path / "p.json").read_text())["against"]
+    assert against["run"] == str(other)
+    assert [(r["epoch"], r["val_jsc"], r["other_val_jsc"]) for r in against["epochs"]] == [
+        (2, 0.60, 0.62), (3, 0.70, 0.75)]
+    assert [r["val_difference"] for r in against["epochs"]] == pytest.approx([-0.02, -0.05])
+    assert [r["other_train_jsc"] for r in against["epochs"]] == pytest.approx([0.72, 0.85])
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "A val - B val" in printed and "-0.0500" in printed
+    # and runs without an epoch in common say so; a missing one is one error line
+    (other / "log.jsonl").write_text(json.dumps(_record(9, 128, "gan", 1.0, 1.0, 0.5)) + "\n")
+    assert progress_main([str(stopped_run), "--against", str(other)]) == 0
+    assert "have no epoch in common" in " ".join(capsys.readouterr().out.split())
+    assert progress_main([str(stopped_run), "--against", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
