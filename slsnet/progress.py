@@ -73,13 +73,18 @@ def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
         "best": {"epoch": best["epoch"], "val_jsc": best["val"]["jsc"]} if best else None,
         "recent": [{"epoch": r["epoch"], "size": r["size"], "kind": r["kind"], "lr": r["lr"],
                     "images_per_s": r["images_per_s"],
-                    "train_jsc": (r.get("train_eval") or {}).get("jsc"),
+                    "train_jsc": _train_jsc(r),
                     "val_jsc": r["val"]["jsc"], "val_dsc": r["val"]["dsc"],
                     "val_sen": r["val"]["sen"], **_game(r)} for r in recent],
         "val_jsc_per_epoch": trend,
         "seconds_left": left, "not_timed": unknown,
         "last_epoch_at": log[-1]["time"] if log else None,
     }
+
+
+def _train_jsc(record: dict) -> float | None:
+    """An epoch's JSC on the fixed training subset (None when the run did not score it)."""
+    return (record.get("train_eval") or {}).get("jsc")
 
 
 def _game(record: dict) -> dict:
@@ -102,11 +107,9 @@ def side_by_side(log: list[dict], other: list[dict], *, last: int = 5) -> list[d
         o = theirs.get(r["epoch"])
         if o is None:
             continue
-        mine_train = (r.get("train_eval") or {}).get("jsc")
-        other_train = (o.get("train_eval") or {}).get("jsc")
         rows.append({"epoch": r["epoch"], "size": r["size"], "kind": r["kind"],
-                     "train_jsc": mine_train, "val_jsc": r["val"]["jsc"],
-                     "other_train_jsc": other_train, "other_val_jsc": o["val"]["jsc"],
+                     "train_jsc": _train_jsc(r), "val_jsc": r["val"]["jsc"],
+                     "other_train_jsc": _train_jsc(o), "other_val_jsc": o["val"]["jsc"],
                      "val_difference": r["val"]["jsc"] - o["val"]["jsc"]})
     return rows[-last:]
 
