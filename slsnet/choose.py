@@ -9,6 +9,10 @@ scored on one folder: whole images, and the views of a scope held closer over ea
 - winner: the eligible candidate with the highest whole-image JSC; among those within ``--tie``
   of it, the highest JSC at the largest zoom. None eligible: the baseline stays.
 
+Beside the rule, for the whole image, the table shows each model's median JSC and on how many
+images it beats / trails the baseline by more than 0.01 JSC: whether a mean moved on many images
+or on a few.
+
 The rule's video condition, no FAIL in ``python -m stream.temporal_bench``, needs the live
 pipeline, which this package does not import: the command prints it for the eligible
 candidates, best first, to be run before the winner ships.
@@ -32,6 +36,7 @@ from slsnet.checkpoint import WeightsError, load_generator, shipped_weights
 from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import resolve_device
 from slsnet.evaluate import score_views
+from slsnet.metrics import MetricAccumulator, image_changes
 from slsnet.reports import write_json
 
 TEMPORAL = ("python -m stream.temporal_bench --data {data} --limit 30 --seconds 2 "
@@ -78,11 +83,19 @@ def _zoom_name(zoom: float) -> str:
 
 
 def score_weights(weights: str | Path | None, rgbs: list[np.ndarray], masks: list[np.ndarray],
-                  zooms: list[float], device: torch.device) -> dict[float, dict[str, float]]:
-    """Mean metrics of ``weights`` at each zoom (1 included first)."""
+                  zooms: list[float], device: torch.device) -> dict[float, MetricAccumulator]:
+    """Per-image metrics of ``weights`` at each zoom (1 included first)."""
     generator = load_generator(weights, device=device)
-    return {z: score_views(generator, rgbs, masks, zoom=z, device=device)[0].mean()
+    return {z: score_views(generator, rgbs, masks, zoom=z, device=device)[0]
             for z in [1.0, *zooms]}
+
+
+def _spread(accs: dict[str, dict[float, MetricAccumulator]], baseline: str) -> dict[str, dict]:
+    """Each model's whole-image median JSC and, beside the baseline, the images it moved."""
+    jsc = {name: [r["jsc"] for r in by_zoom[1.0].per_image] for name, by_zoom in accs.items()}
+    return {name: {"median_jsc": by_zoom[1.0].median()["jsc"],
+                   **({} if name == baseline else image_changes(jsc[name], jsc[baseline]))}
+            for name, by_zoom in accs.items()}
 
 
 def _parse_zooms(text: str) -> list[float]:
@@ -96,15 +109,18 @@ def _parse_zooms(text: str) -> list[float]:
 
 
 def _table(rows: dict[str, dict[float, dict[str, float]]], zooms: list[float],
-           verdicts: dict[str, str]) -> Table:
-    table = Table(title="JSC whole and close up (DSC whole)")
+           spread: dict[str, dict], verdicts: dict[str, str]) -> Table:
+    table = Table(title="JSC whole and close up (DSC, median JSC and images moved: whole)")
     table.add_column("weights", overflow="fold")
-    for name in ("JSC", "DSC", *(f"JSC {z:g}x" for z in zooms), "verdict"):
+    for name in ("JSC", "DSC", *(f"JSC {z:g}x" for z in zooms), "median", "images +/-",
+                 "verdict"):
         table.add_column(name, justify="left" if name == "verdict" else "right")
     for name, scores in rows.items():
+        moved = spread[name]
         table.add_row(name, f"{scores[1.0]['jsc']:.4f}", f"{scores[1.0]['dsc']:.4f}",
-                      *(f"{scores[z]['jsc']:.4f}" for z in zooms), verdicts[name],
-                      style="dim" if verdicts[name] == "baseline" else None)
+                      *(f"{scores[z]['jsc']:.4f}" for z in zooms), f"{moved['median_jsc']:.4f}",
+                      f"+{moved['better']} / -{moved['worse']}" if "better" in moved else "-",
+                      verdicts[name], style="dim" if verdicts[name] == "baseline" else None)
     return table
 
 
@@ -144,11 +160,13 @@ def main(argv: list[str] | None = None) -> int:
         pairs = find_pairs(args.data)
         rgbs = [read_rgb(p.image) for p in pairs]
         masks = [read_mask(p.mask) for p in pairs]
-        rows = {name: score_weights(name, rgbs, masks, args.zooms, device) for name in names}
+        accs = {name: score_weights(name, rgbs, masks, args.zooms, device) for name in names}
     except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
+    rows = {name: {z: acc.mean() for z, acc in by_zoom.items()} for name, by_zoom in accs.items()}
+    spread = _spread(accs, names[0])
     jsc = {name: {z: m["jsc"] for z, m in scores.items()} for name, scores in rows.items()}
     base = jsc.pop(names[0])
     winner = rule.winner(jsc, base)
@@ -159,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
     if winner is not None:
         verdicts[winner] = "eligible, wins"
     console = Console()
-    console.print(_table(rows, args.zooms, verdicts))
+    console.print(_table(rows, args.zooms, spread, verdicts))
     bars = ", ".join(f"{_zoom_name(z)} >= {bar:.4f}" for z, bar in rule.bars(base).items())
     console.print(f"eligible at {bars} ({len(pairs)} images in {args.data})")
     eligible = sorted((n for n in jsc if not rule.shortfalls(jsc[n], base)),
@@ -177,7 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                    "rule": asdict(rule), "bars": bars_by_name,
                    "scores": {name: {_zoom_name(z): m for z, m in scores.items()}
                               for name, scores in rows.items()},
-                   "verdicts": verdicts, "eligible": eligible, "winner": winner}
+                   "whole_image_spread": spread, "verdicts": verdicts, "eligible": eligible,
+                   "winner": winner}
         problem = write_json(args.json_out, summary)
         if problem:
             print(problem, file=sys.stderr)

@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     for m in METRICS:
         table.add_column(m.upper().replace("_TH", "_th"), justify="right")
     table.add_row("this model (mean)", *(f"{100 * mean[m]:.2f}" for m in METRICS))
+    table.add_row("this model (median)", *(f"{100 * v:.2f}" for v in acc.median().values()),
+                  style="dim")
     table.add_row("this model (pooled)", *(f"{100 * pooled[m]:.2f}" for m in METRICS), style="dim")
     table.add_row(
         "paper, ISIC 2017 test",
@@ -179,7 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     bands = size_bands(*([r[k] for r in per_image] for k in ("lesion_area", "predicted_area",
                                                              "jsc")))
     console.print(_bands_table(bands))
-    summary = {"n": len(acc), "zoom": args.zoom, "metrics": mean, "pooled": pooled,
+    summary = {"n": len(acc), "zoom": args.zoom, "metrics": mean, "median": acc.median(),
+               "pooled": pooled,
                "by_lesion_size": bands}
     try:
         _write_outputs(args, summary, per_image, (rgbs, masks, preds))

@@ -7,7 +7,7 @@ no lesion, and none predicted) the score is 1: nothing was there and nothing was
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -72,6 +72,12 @@ class MetricAccumulator:
             return dict.fromkeys(METRICS, 0.0)
         return {m: float(np.mean([r[m] for r in self.per_image])) for m in METRICS}
 
+    def median(self) -> dict[str, float]:
+        """Median over images of each metric: the typical image, which few failures move."""
+        if not self.per_image:
+            return dict.fromkeys(METRICS, 0.0)
+        return {m: float(np.median([r[m] for r in self.per_image])) for m in METRICS}
+
     def pooled(self) -> dict[str, float]:
         """Metrics of the summed confusion counts."""
         return scores(self.total)
@@ -110,6 +116,20 @@ def size_bands(truth_area: np.ndarray, pred_area: np.ndarray, jsc: np.ndarray
         rows.append({"from": lo, "to": hi, "n": int(chosen.sum()),
                      "jsc": float(jsc[chosen].mean()), "area_ratio": ratio})
     return rows
+
+
+CHANGE_MARGIN = 0.01  # a per-image JSC change smaller than this counts as no change
+
+
+def image_changes(jsc: Sequence[float], baseline: Sequence[float],
+                  margin: float = CHANGE_MARGIN) -> dict[str, int]:
+    """On how many images one model's JSC is above / below another's by more than ``margin``.
+
+    Two means can be equal while one model wins on many images and loses badly on a few; these
+    counts tell the two apart. Both sequences score the same images in the same order.
+    """
+    diff = np.asarray(jsc, dtype=np.float64) - np.asarray(baseline, dtype=np.float64)
+    return {"better": int((diff > margin).sum()), "worse": int((diff < -margin).sum())}
 
 
 def mean_scores(preds: Iterable, truths: Iterable) -> dict[str, float]:

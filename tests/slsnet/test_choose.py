@@ -53,11 +53,18 @@ def test_choose_scores_every_candidate_and_names_the_winner(tmp_path, quarter_le
     assert out["scores"][nothing]["whole"]["jsc"] == 0.0
     assert out["bars"] == pytest.approx({"whole": 0.01, "2x": -0.01, "3x": -0.01})
     assert out["eligible"] == [everything] and out["winner"] == everything
+    # beside the rule: one image, so its score is the median; "everything" beats the baseline
+    # on it by 0.25 and "also_nothing" ties it
+    assert out["whole_image_spread"] == {
+        nothing: {"median_jsc": 0.0},
+        everything: {"median_jsc": pytest.approx(0.25), "better": 1, "worse": 0},
+        also_nothing: {"median_jsc": 0.0, "better": 0, "worse": 0}}
     assert out["verdicts"] == {nothing: "baseline", everything: "eligible, wins",
                                also_nothing: "not eligible: whole 0.0000 < 0.0100"}
     printed = capsys.readouterr().out
     assert f"winner on still images: {everything};" in printed
     assert f"--weights {everything}\n" in printed  # the temporal benchmark to run next
+    assert "+1 / -0" in printed
 
 
 def test_choose_keeps_the_baseline_when_none_is_eligible(tmp_path, quarter_lesion, capsys):

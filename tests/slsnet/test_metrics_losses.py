@@ -3,7 +3,14 @@ import pytest
 import torch
 
 from slsnet.losses import discriminator_loss, generator_loss, jaccard_loss, l1_loss
-from slsnet.metrics import MetricAccumulator, confusion, mean_scores, scores, size_bands
+from slsnet.metrics import (
+    MetricAccumulator,
+    confusion,
+    image_changes,
+    mean_scores,
+    scores,
+    size_bands,
+)
 
 
 def test_hand_worked_example():
@@ -64,6 +71,24 @@ def test_mean_is_per_image_and_pooled_is_global():
     assert acc.mean()["jsc"] == pytest.approx(0.5)
     assert acc.pooled()["jsc"] == pytest.approx(1 / 10)
     assert mean_scores([a_truth], [a_truth])["dsc"] == 1.0
+
+
+def test_median_is_the_middle_image_and_changes_count_images_past_a_margin():
+    # given: three images scoring JSC 1, 1/2 and 0 (a perfect 2×2 lesion, half found, none)
+    truth = np.zeros((4, 4), bool)
+    truth[:2, :2] = True
+    half = np.zeros((4, 4), bool)
+    half[:2, 0] = True
+    acc = MetricAccumulator()
+    for pred in (truth, half, np.zeros((4, 4), bool)):
+        acc.update(pred, truth)
+    # then: the median is the middle image's score while the mean is pulled by the failure
+    assert acc.median()["jsc"] == pytest.approx(0.5) and acc.median()["sen"] == pytest.approx(0.5)
+    assert MetricAccumulator().median()["jsc"] == 0.0
+    # a change within the margin (0.01 by default) is no change, on either side
+    assert image_changes([0.9, 0.5, 0.3, 0.705], [0.5, 0.9, 0.295, 0.7]) == {"better": 1,
+                                                                           "worse": 1}
+    assert image_changes([0.9, 0.5], [0.5, 0.9], margin=0.5) == {"better": 0, "worse": 0}
 
 
 def test_size_bands_group_images_by_lesion_area():

@@ -56,6 +56,8 @@ def test_evaluate_gives_hand_computed_metrics(tmp_path, capsys):
     assert m["sen"] == pytest.approx(1.0)
     assert m["spe"] == pytest.approx(0.0)
     assert m["jsc_th"] == 0.0
+    # the median of two images is their mean
+    assert result["median"]["jsc"] == pytest.approx(0.125)
     assert cv2.imread(str(tmp_path / "o.png")) is not None
     assert "paper" in capsys.readouterr().out
     # and: A's lesion is a quarter of the image, all of it predicted; B is lesion-free
