@@ -1,6 +1,8 @@
 """``python -m slsnet.card``: turn a training run into shipped weights and a model card.
 
-Copies the run's best generator to ``--out`` (``weights_only``-loadable), re-measures it on the
+Copies the run's best generator to ``--out`` (``weights_only``-loadable): its best adversarial
+epoch (``best_gan.pt``) when it played the game, since SLSNet is a GAN, else its best epoch
+(``best.pt``); ``--from`` names another file of the run. It re-measures it on the
 validation folder with the evaluation code, and writes ``<out>.json``: architecture, size,
 normalisation, threshold, data and split, epochs, hardware, wall time, metrics, command, citations.
 """
@@ -112,8 +114,19 @@ def _hardware(run: Path, args: dict) -> str:
     return "; ".join(seen) if seen else f"{cpu_name()}, {args.get('device')}"
 
 
+SELECTION = {"best.pt": "best validation JSC over epochs",
+             "best_gan.pt": "best validation JSC over the adversarial epochs"}
+
+
+def pick(run: Path, name: str | None) -> Path:
+    """The run's file to ship: ``name``, else ``best_gan.pt`` where it exists, else ``best.pt``."""
+    if name is not None:
+        return run / name
+    return run / "best_gan.pt" if (run / "best_gan.pt").is_file() else run / "best.pt"
+
+
 def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int,
-               hardware: str | None = None) -> dict:
+               hardware: str | None = None, source: str = "best.pt") -> dict:
     """The model card dict for ``run`` (a folder written by ``slsnet.train``).
 
     A run that fine-tuned other weights (``--init``) records them and their own card's training,
@@ -141,7 +154,8 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
         "training": {
             "data": "ISIC 2017 Task 1 training split (2000 dermoscopic images with expert masks, "
             "256x256 copies)",
-            "selection": "best validation JSC over epochs, ISIC 2017 validation split (150 images)",
+            "selection": f"{SELECTION.get(source, source)}, ISIC 2017 validation split "
+            f"(150 images; {source} of the run)",
             "epochs_run": len(log),
             "best_epoch": best_epoch,
             "batch_size": args.get("batch_size"),
@@ -177,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     """Export the best generator of a run with its model card."""
     parser = argparse.ArgumentParser(prog="python -m slsnet.card", description=__doc__)
     parser.add_argument("--run", required=True, help="training run folder (with best.pt)")
+    parser.add_argument("--from", dest="source", help="the run's file to ship (default: "
+                        "best_gan.pt where the run has one, else best.pt)")
     parser.add_argument("--data", required=True, help="validation folder (images/ + masks/)")
     parser.add_argument("--out", default="weights/slsnet_isic2017.pt")
     parser.add_argument("--note", action="append", default=[], help="a remark for the card")
@@ -186,14 +202,15 @@ def main(argv: list[str] | None = None) -> int:
 
     run, data, out = Path(args.run), Path(args.data), Path(args.out)
     try:
-        generator = load_generator(run / "best.pt")
+        source = pick(run, args.source)
+        generator = load_generator(source)
         pairs = find_pairs(data)
     except (FileNotFoundError, ValueError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rgbs, masks = [read_rgb(p.image) for p in pairs], [read_mask(p.mask) for p in pairs]
     val = score_views(generator, rgbs, masks, device=torch.device("cpu"))[0].mean()
-    card = build_card(run, data, out, generator, val, len(pairs), args.hardware)
+    card = build_card(run, data, out, generator, val, len(pairs), args.hardware, source.name)
     card["notes"] = args.note
     save_generator(generator, out, meta={"epoch": card["training"]["best_epoch"], "val": val})
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")

@@ -2,8 +2,9 @@
 
 Per batch: one discriminator step (real pairs vs generated pairs, the fake detached), then one
 generator step (adversarial + λ·L1 + α·Jaccard). Each epoch writes ``last.pt`` (everything needed
-to continue exactly), ``best.pt`` (generator with the best val JSC), a line of ``log.jsonl`` and
-``curves.png`` into the run folder.
+to continue exactly), ``best.pt`` (generator with the best val JSC), ``best_gan.pt`` (the best
+among adversarial epochs: the weights to ship, since SLSNet is a GAN), a line of ``log.jsonl``
+and ``curves.png`` into the run folder.
 """
 
 from __future__ import annotations
@@ -99,12 +100,13 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)
     trainer = GANTrainer(config, hyper, device)
-    start_epoch, best_jsc = 0, -1.0
+    start_epoch, best_jsc, best_gan_jsc = 0, -1.0, -1.0
     if args.resume:
         ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         trainer.load_state(ckpt["trainer"])
         set_rng_state(rng, ckpt["rng"])
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]
+        best_gan_jsc = ckpt.get("best_gan_jsc", -1.0)  # absent in runs from before best_gan.pt
         console.log(f"resumed {ckpt_path} after epoch {start_epoch} (best val JSC {best_jsc:.4f})")
         trim_log(out / "log.jsonl", start_epoch)
     elif init is not None:
@@ -203,13 +205,13 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             "time": time.time(),
         }
         with signals_held():  # a Ctrl-C or SIGTERM here lands after the epoch is on disk
+            meta = {"epoch": epoch, "val": val, "args": vars(args)}
             if val["jsc"] > best_jsc:
                 best_jsc = val["jsc"]
-                save_generator(
-                    model,
-                    out / "best.pt",
-                    meta={"epoch": epoch, "val": val, "args": vars(args)},
-                )
+                save_generator(model, out / "best.pt", meta=meta)
+            if phase.adversarial and val["jsc"] > best_gan_jsc:
+                best_gan_jsc = val["jsc"]
+                save_generator(model, out / "best_gan.pt", meta=meta)
             save_generator(
                 model, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
             )
@@ -221,6 +223,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
                 "rng": rng_state(rng),
                 "epoch": epoch,
                 "best_jsc": best_jsc,
+                "best_gan_jsc": best_gan_jsc,
                 "config": config.to_dict(),
                 "args": vars(args),
             }

@@ -54,7 +54,7 @@ def test_schedule_that_disagrees_with_size_is_one_error_line(tiny_isic, tmp_path
 
 
 @pytest.mark.timeout(300)
-def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path):
+def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path, capsys):
     # when: a supervised phase at 32, then one at 64, then the adversarial game at 64
     assert train(tiny_isic, tmp_path / "run", "--schedule", "32:1:sup,64:1:sup,64:1:gan",
                  "--train-eval", "2") == 0
@@ -67,6 +67,8 @@ def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path):
     assert ["val_at_size" in r for r in log] == [True, False, False]
     # and the shipped network runs at the last phase's size
     assert load_generator(tmp_path / "run" / "best.pt").config.input_size == 64
+    # and best_gan.pt holds the best adversarial epoch: here the only one
+    assert load_generator(tmp_path / "run" / "best_gan.pt").meta["epoch"] == 3
     # and its model card lists every phase, in order, with the hardware it ran on
     out = tmp_path / "w.pt"
     assert card_main(["--run", str(tmp_path / "run"), "--data", str(tiny_isic / "val"),
@@ -78,6 +80,15 @@ def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path):
         ([3, 3], 64, "adversarial", 1)]
     assert training["phases"][0]["sample"] == "the whole image shrunk"
     assert "threads" in training["hardware"]
+    # and the card ships the best adversarial epoch, and says so
+    assert training["best_epoch"] == 3
+    assert training["selection"].startswith("best validation JSC over the adversarial epochs")
+    # and a file the run does not have is one error line
+    capsys.readouterr()
+    assert card_main(["--run", str(tmp_path / "run"), "--data", str(tiny_isic / "val"),
+                      "--out", str(out), "--from", "nowhere.pt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "nowhere.pt" in err[0]
 
 
 @pytest.mark.timeout(300)
