@@ -63,6 +63,8 @@ def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
                      "val_jsc_last": ran[-1]["val"]["jsc"] if ran else None,
                      "epoch_seconds": seconds})
     best = max(log, key=lambda r: r["val"]["jsc"], default=None)
+    best_gan = max((r for r in log if r["kind"] == "gan"), key=lambda r: r["val"]["jsc"],
+                   default=None)
     recent = log[-last:]
     trend = ((recent[-1]["val"]["jsc"] - recent[0]["val"]["jsc"]) / (len(recent) - 1)
              if len(recent) > 1 else None)
@@ -71,6 +73,8 @@ def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
         "schedule": ",".join(str(p) for p in phases),
         "phases": rows,
         "best": {"epoch": best["epoch"], "val_jsc": best["val"]["jsc"]} if best else None,
+        "best_gan": ({"epoch": best_gan["epoch"], "val_jsc": best_gan["val"]["jsc"]}
+                     if best_gan else None),
         "recent": [{"epoch": r["epoch"], "size": r["size"], "kind": r["kind"], "lr": r["lr"],
                     "images_per_s": r["images_per_s"],
                     "train_jsc": _train_jsc(r),
@@ -175,6 +179,10 @@ def show(run: Path, summary: dict, console: Console) -> None:
         best = summary["best"]
         console.print(f"best: epoch {best['epoch']}, val JSC {best['val_jsc']:.4f} "
                       f"({run / 'best.pt'})", soft_wrap=True)
+    if summary["best_gan"]:
+        best = summary["best_gan"]
+        console.print(f"best adversarial: epoch {best['epoch']}, val JSC {best['val_jsc']:.4f} "
+                      f"({run / 'best_gan.pt'}, the file slsnet.card ships)", soft_wrap=True)
     if summary["val_jsc_per_epoch"] is not None:
         console.print(f"val JSC over the last {len(summary['recent'])} epochs: "
                       f"{summary['val_jsc_per_epoch']:+.4f} an epoch")

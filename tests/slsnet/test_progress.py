@@ -39,6 +39,7 @@ def test_progress_reads_phases_times_and_the_best_epoch(stopped_run, tmp_path, c
             for p in out["phases"]] == [([1, 2], 2, 0.60, 60.0), ([3, 4], 2, 0.68, 120.0),
                                         ([5, 5], 0, None, None)]
     assert out["best"] == {"epoch": 3, "val_jsc": 0.70}
+    assert out["best_gan"] is None  # no adversarial epoch yet
     assert [r["epoch"] for r in out["recent"]] == [2, 3, 4]
     assert {(r["d_loss"], r["g_adversarial"]) for r in out["recent"]} == {(None, None)}  # sup
     assert out["val_jsc_per_epoch"] == pytest.approx((0.68 - 0.60) / 2)
@@ -56,6 +57,8 @@ def test_progress_of_a_finished_real_run(trained_run, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "epoch 1 of 1" in printed and "the run has ended" in printed
     assert "best: epoch 1" in printed
+    assert "best adversarial: epoch 1, val JSC" in printed
+    assert (trained_run / "best_gan.pt").is_file()
     # its one epoch is adversarial: the game's two losses are the log's, to the digit
     (epoch,) = json.loads((tmp_path / "p.json").read_text())["recent"]
     logged = json.loads((trained_run / "log.jsonl").read_text().splitlines()[0])
