@@ -17,7 +17,7 @@ The rule's video condition, no FAIL in ``python -m stream.temporal_bench``, need
 pipeline, which this package does not import: the command prints it for the eligible
 candidates, best first, to be run before the winner ships.
 
-    python -m slsnet.choose --data ../shared/data/isic2017/val runs/a/best.pt runs/b/best.pt
+    python -m slsnet.choose --data ../shared/data/isic2017/val runs/a/best_gan.pt runs/b/best_gan.pt
 """
 
 from __future__ import annotations
