@@ -181,8 +181,10 @@ def show(run: Path, summary: dict, console: Console) -> None:
                       f"({run / 'best.pt'})", soft_wrap=True)
     if summary["best_gan"]:
         best = summary["best_gan"]
+        held = (f"{run / 'best_gan.pt'}, the file slsnet.card ships"
+                if (run / "best_gan.pt").is_file() else "no best_gan.pt: the run predates it")
         console.print(f"best adversarial: epoch {best['epoch']}, val JSC {best['val_jsc']:.4f} "
-                      f"({run / 'best_gan.pt'}, the file slsnet.card ships)", soft_wrap=True)
+                      f"({held})", soft_wrap=True)
     if summary["val_jsc_per_epoch"] is not None:
         console.print(f"val JSC over the last {len(summary['recent'])} epochs: "
                       f"{summary['val_jsc_per_epoch']:+.4f} an epoch")
