@@ -22,7 +22,8 @@
 #   tests  pytest -m cuda on the files that hold GPU tests (limit TESTS_S, 120 s)
 # At most 8 files come back under $OUT: summary.txt (the machine first), pytest_cuda.log,
 # bench_cuda.json, bench_cuda.log, train.tar.gz (logs, plans, curves of every run), and each
-# candidate's <name>_best.pt (main and its variants, or the fine-tuning runs; at most three). A step that fails or times out is recorded and the next one runs.
+# candidate's <name>_best_gan.pt (its best adversarial epoch; <name>_best.pt for a run without
+# one) (main and its variants, or the fine-tuning runs; at most three). A step that fails or times out is recorded and the next one runs.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 CARRY=${CARRY:-.gpu_carry}
@@ -120,9 +121,11 @@ run() {
     wait "$train_pid"
     echo "   train: exit $?" | tee -a "$OUT/summary.txt"
     cat "$OUT/train_driver.log" >> "$OUT/summary.txt"
-    local run
+    local run best
     for run in /tmp/gpu_runs/main /tmp/gpu_runs/main_* /tmp/gpu_runs/ft_*; do  # candidates only
-      [ -f "$run/best.pt" ] && cp "$run/best.pt" "$OUT/$(basename "$run")_best.pt"
+      for best in best_gan best; do  # the game's best epoch, what slsnet.card ships
+        if [ -f "$run/$best.pt" ]; then cp "$run/$best.pt" "$OUT/$(basename "$run")_$best.pt"; break; fi
+      done
     done
     (cd /tmp/gpu_runs && tar -czf "$OUT/train.tar.gz" --exclude='*.pt' .)
     rm -f "$OUT/train_driver.log"
