@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from slsnet.batchnorm import calibrated
+from slsnet.batchnorm import calibrated, spread
 from slsnet.card import parent_record
 from slsnet.checkpoint import WeightsError, load_generator, save_generator
 from slsnet.config import SLSNetConfig
@@ -131,8 +131,9 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
     seen_images, seen_masks = (_val_arrays(data / "train", args.size, args.train_eval)
                                if args.train_eval else (None, None))
-    bn_images = (images[: args.bn_images] if images.shape[1] == args.size else
-                 _shrunk(images[: args.bn_images], args.size)) if args.bn_images else None
+    bn_images = images[spread(len(images), args.bn_images)] if args.bn_images else None
+    if bn_images is not None and bn_images.shape[1] != args.size:
+        bn_images = _shrunk(bn_images, args.size)
 
     def batches_for(phase: Phase) -> Batches:
         return Batches(images, masks, args.batch_size, rng, size=phase.size, zoom=args.zoom,

@@ -10,7 +10,7 @@ import torch
 from support.isic_runs import read_log, train
 
 from slsnet import load_generator
-from slsnet.batchnorm import calibrated
+from slsnet.batchnorm import calibrated, spread
 from slsnet.card import main as card_main
 from slsnet.config import SLSNetConfig
 from slsnet.data import Batches, to_tensor
@@ -194,3 +194,12 @@ def test_calibrated_statistics_are_the_present_network_s_own():
     assert torch.equal(torch.random.get_rng_state(), rng_before)
     assert all(torch.equal(v, generator.state_dict()[k]) for k, v in before.items())
     assert not model.training and calibrated(generator, None, torch.device("cpu")) is generator
+
+
+def test_statistics_images_are_spread_over_the_whole_set():
+    # a set stored in the order it was collected: the sample reaches from its first image to
+    # its last, in order, each image once, and a sample as large as the set is the set
+    picks = spread(2000, 256)
+    assert len(picks) == 256 and picks[0] == 0 and picks[-1] == 1999
+    assert np.all(np.diff(picks) >= 7) and np.all(np.diff(picks) <= 8)
+    assert list(spread(5, 5)) == list(spread(5, 9)) == [0, 1, 2, 3, 4]
