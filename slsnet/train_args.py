@@ -44,8 +44,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    "keeps its scale in pixels)")
     g.add_argument("--bn-images", type=int, default=256, metavar="N",
                    help="before each validation and save, measure BatchNorm statistics afresh on "
-                   "N training images spread evenly over the set (not the first N: a data set "
-                   "stored in the order it was collected starts with one source), unaugmented, "
+                   "N training images spread evenly over the set (not the first N: in a data set "
+                   "stored in the order it was collected, neighbours are alike), unaugmented, "
                    "at the network's size (0: keep the running statistics of training)")
     g.add_argument("--train-eval", type=int, default=100, metavar="N",
                    help="score the first N training images (no augmentation) after every "
