@@ -25,7 +25,7 @@ from slsnet.card import parent_record
 from slsnet.checkpoint import WeightsError, load_generator, save_generator
 from slsnet.config import SLSNetConfig
 from slsnet.curves import draw_curves
-from slsnet.data import Batches, find_pairs, load_arrays, read_mask, resize_to_input
+from slsnet.data import Batches, Pair, find_pairs, load_arrays, read_mask, resize_to_input
 from slsnet.device import describe, resolve_device
 from slsnet.evaluate import evaluate_arrays
 from slsnet.gan import GANTrainer, Hyper
@@ -43,8 +43,8 @@ from slsnet.time_budget import TimeBudget
 from slsnet.train_args import build_parser, check_args, learning_rate, resolve_phases
 
 
-def _val_arrays(root: Path, size: int, limit: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    pairs = find_pairs(root)[: limit or None]
+def _scored_arrays(pairs: list[Pair], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Images at ``size`` and full-size masks of ``pairs``: what an epoch is scored on."""
     images, _ = load_arrays(pairs, size)
     return images, [read_mask(p.mask) for p in pairs]
 
@@ -128,9 +128,12 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     # zoom crops are cut from arrays stored larger, so a 2× crop still has the input's detail
     stored = round(args.size * args.max_zoom) if args.zoom > 0 else args.size
     images, masks = load_arrays(pairs, stored)
-    val_images, val_masks = _val_arrays(data / "val", args.size, args.val_limit)
-    seen_images, seen_masks = (_val_arrays(data / "train", args.size, args.train_eval)
-                               if args.train_eval else (None, None))
+    val_images, val_masks = _scored_arrays(find_pairs(data / "val")[: args.val_limit or None],
+                                           args.size)
+    # the learning curve's training images, spread over the set like the statistics' below
+    seen_images, seen_masks = (
+        _scored_arrays([pairs[i] for i in spread(len(pairs), args.train_eval)], args.size)
+        if args.train_eval else (None, None))
     bn_images = images[spread(len(images), args.bn_images)] if args.bn_images else None
     if bn_images is not None and bn_images.shape[1] != args.size:
         bn_images = _shrunk(bn_images, args.size)

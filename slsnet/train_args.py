@@ -48,8 +48,8 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    "stored in the order it was collected, neighbours are alike), unaugmented, "
                    "at the network's size (0: keep the running statistics of training)")
     g.add_argument("--train-eval", type=int, default=100, metavar="N",
-                   help="score the first N training images (no augmentation) after every "
-                   "epoch, for the learning curve next to val (0: off)")
+                   help="score N training images spread evenly over the set (no augmentation) "
+                   "after every epoch, for the learning curve next to val (0: off)")
     g = p.add_argument_group("model")
     g.add_argument("--size", type=int, default=None,
                    help="network input size (square; default 128, or the last phase's)")
