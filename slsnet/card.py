@@ -2,7 +2,8 @@
 
 Copies the run's best generator to ``--out`` (``weights_only``-loadable): its best adversarial
 epoch (``best_gan.pt``) when it played the game, since SLSNet is a GAN, else its best epoch
-(``best.pt``); ``--from`` names another file of the run. It re-measures it on the
+(``best.pt``); ``--from`` names another file of the run (``last.pt``: the last epoch as
+training left it, running statistics and all). It re-measures it on the
 validation folder with the evaluation code, and writes ``<out>.json``: architecture, size,
 normalisation, threshold, data and split, epochs, hardware, wall time, metrics, command, citations.
 """
@@ -115,7 +116,8 @@ def _hardware(run: Path, args: dict) -> str:
 
 
 SELECTION = {"best.pt": "best validation JSC over epochs",
-             "best_gan.pt": "best validation JSC over the adversarial epochs"}
+             "best_gan.pt": "best validation JSC over the adversarial epochs",
+             "last.pt": "the last epoch, with the running BatchNorm statistics of training"}
 
 
 def pick(run: Path, name: str | None) -> Path:

@@ -76,6 +76,11 @@ def load_generator(
 ) -> Generator:
     """Load a generator saved by :func:`save_generator` in eval mode on ``device``.
 
+    A training checkpoint (a run's ``last.pt``) loads too, as the network its last epoch left:
+    the moving average of G where the run kept one, else G, with the running BatchNorm
+    statistics of training rather than statistics measured afresh (what its epochs were
+    scored and saved with); its ``meta`` says so.
+
     Args:
         path: the weights file; None: the shipped weights (:func:`shipped_weights`).
 
@@ -98,6 +103,8 @@ def load_generator(
         raise WeightsError(
             f"cannot read weights {path} (truncated or corrupt?): {reason}"
         ) from None
+    if isinstance(blob, dict) and "trainer" in blob and "format" not in blob:
+        return _from_training_state(blob, path).to(device).eval()
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise WeightsError(f"{path} is not an SLSNet generator weights file")
     if blob.get("version") != VERSION:
@@ -114,3 +121,22 @@ def load_generator(
         raise WeightsError(f"model card {path.with_suffix('.json')} describes another config")
     generator.meta = blob.get("meta", {})
     return generator.to(device).eval()
+
+
+def _from_training_state(blob: dict, path: Path) -> Generator:
+    """The generator of a checkpoint written by ``slsnet.train`` (see :func:`load_generator`)."""
+    trainer = blob["trainer"]
+    averaged = "ema" in trainer
+    prefix = "module."  # torch.optim.swa_utils.AveragedModel's keys; it adds n_averaged
+    state = ({k[len(prefix):]: v for k, v in trainer["ema"].items() if k.startswith(prefix)}
+             if averaged else trainer.get("generator"))
+    try:
+        generator = build_generator(config=SLSNetConfig.from_dict(blob["config"]))
+        generator.load_state_dict(state, strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise WeightsError(f"{path} is not a training checkpoint of this architecture: "
+                           f"{first}") from None
+    generator.meta = {"epoch": blob.get("epoch"), "statistics": "running",
+                      "weights": "moving average" if averaged else "G"}
+    return generator

@@ -166,6 +166,52 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     assert "crop" not in card["training"]["augmentation"]
 
 
+@pytest.mark.timeout(300)
+def test_model_card_from_the_last_checkpoint(trained_run, tiny_isic, tmp_path):
+    # when: the run's last epoch is exported as training left it (this run kept no average)
+    out = tmp_path / "last.pt"
+    argv = ["--run", str(trained_run), "--from", "last.pt", "--data", str(tiny_isic / "val"),
+            "--out", str(out)]
+    assert card_main(argv) == 0
+    # then: its weights and running statistics are G's in the checkpoint, bit for bit
+    kept = torch.load(trained_run / "last.pt", weights_only=True)["trainer"]["generator"]
+    state = load_generator(out).state_dict()
+    assert state.keys() == kept.keys()
+    assert all(torch.equal(state[k], kept[k]) for k in kept)
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert "running BatchNorm statistics" in card["training"]["selection"]
+    assert card["training"]["best_epoch"] == 1
+
+
+def test_training_checkpoint_loads_as_its_moving_average(tmp_path):
+    # given: a checkpoint whose moving average differs from G, statistics included
+    from slsnet.gan import GANTrainer, Hyper
+
+    config = SLSNetConfig(input_size=32)
+    trainer = GANTrainer(config, Hyper(ema_decay=0.9), torch.device("cpu"))
+    with torch.no_grad():
+        for t in trainer.averaged.state_dict().values():
+            if t.is_floating_point():
+                t.add_(0.25)
+    path = tmp_path / "last.pt"
+    torch.save({"trainer": trainer.state(), "epoch": 7, "config": config.to_dict()}, path)
+    # when
+    gen = load_generator(path)
+    # then: the average's tensors, not G's, and meta says what was loaded
+    averaged = trainer.averaged.state_dict()
+    assert all(torch.equal(v, averaged[k]) for k, v in gen.state_dict().items())
+    assert not torch.equal(next(gen.parameters()), next(trainer.generator.parameters()))
+    assert gen.meta == {"epoch": 7, "statistics": "running", "weights": "moving average"}
+    assert not gen.training
+
+
+def test_damaged_training_checkpoint_is_one_clear_error(tmp_path):
+    path = tmp_path / "last.pt"
+    torch.save({"trainer": {"generator": {"nope": torch.zeros(1)}}, "config": {}}, path)
+    with pytest.raises(WeightsError, match="not a training checkpoint of this architecture"):
+        load_generator(path)
+
+
 def test_shipped_weights_load_and_match_their_card():
     weights = Path(__file__).resolve().parents[2] / "weights" / "slsnet_isic2017.pt"
     if not weights.is_file():
