@@ -14,6 +14,7 @@ from slsnet import SLSNetConfig, build_generator, load_generator
 from slsnet.card import main as card_main
 from slsnet.checkpoint import WeightsError, save_generator
 from slsnet.evaluate import main as evaluate_main
+from slsnet.gan import GANTrainer, Hyper
 from slsnet.predict import main as predict_main
 
 
@@ -185,8 +186,6 @@ def test_model_card_from_the_last_checkpoint(trained_run, tiny_isic, tmp_path):
 
 def test_training_checkpoint_loads_as_its_moving_average(tmp_path):
     # given: a checkpoint whose moving average differs from G, statistics included
-    from slsnet.gan import GANTrainer, Hyper
-
     config = SLSNetConfig(input_size=32)
     trainer = GANTrainer(config, Hyper(ema_decay=0.9), torch.device("cpu"))
     with torch.no_grad():
