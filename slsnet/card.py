@@ -120,6 +120,14 @@ SELECTION = {"best.pt": "best validation JSC over epochs",
              "last.pt": "the last epoch, with the running BatchNorm statistics of training"}
 
 
+def _selection(source: str) -> str:
+    """How the shipped file was chosen; only the best-of files were chosen on validation data."""
+    if source == "last.pt":
+        return f"{SELECTION[source]} ({source} of the run; not chosen on validation data)"
+    return (f"{SELECTION.get(source, source)}, ISIC 2017 validation split "
+            f"(150 images; {source} of the run)")
+
+
 def pick(run: Path, name: str | None) -> Path:
     """The run's file to ship: ``name``, else ``best_gan.pt`` where it exists, else ``best.pt``."""
     if name is not None:
@@ -156,8 +164,7 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
         "training": {
             "data": "ISIC 2017 Task 1 training split (2000 dermoscopic images with expert masks, "
             "256x256 copies)",
-            "selection": f"{SELECTION.get(source, source)}, ISIC 2017 validation split "
-            f"(150 images; {source} of the run)",
+            "selection": _selection(source),
             "epochs_run": len(log),
             "best_epoch": best_epoch,
             "batch_size": args.get("batch_size"),

@@ -165,6 +165,7 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     assert phase["command"].startswith("python -m slsnet.train --data")
     assert card["training"]["initialised_from"] is None
     assert "crop" not in card["training"]["augmentation"]
+    assert "validation split" in card["training"]["selection"]
 
 
 @pytest.mark.timeout(300)
@@ -181,6 +182,7 @@ def test_model_card_from_the_last_checkpoint(trained_run, tiny_isic, tmp_path):
     assert all(torch.equal(state[k], kept[k]) for k in kept)
     card = json.loads(out.with_suffix(".json").read_text())
     assert "running BatchNorm statistics" in card["training"]["selection"]
+    assert "validation split" not in card["training"]["selection"]
     assert card["training"]["best_epoch"] == 1
 
 
