@@ -120,7 +120,7 @@ def auto_candidates(generator, fused: bytes, threads: int, forms=CANDIDATES) -> 
     out = []
     for form in forms:
         model = form.build(fused, generator, bundled)
-        out += [Candidate(f"ORT {form.form} (--runtime auto's form)",
+        out += [Candidate(f"ORT {form.form} (a --runtime auto form)",
                           f"{k} thread{'s' if k > 1 else ''}, ENABLE_ALL", ort_session(model, k))
                 for k in sorted({threads, 1}, reverse=True)]
     return out

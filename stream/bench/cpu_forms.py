@@ -10,6 +10,7 @@ trained weights a note says which form ``--runtime auto`` runs here and why.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -23,22 +24,27 @@ from stream.engines.onnx_runtime import OnnxEngine
 
 @dataclass(frozen=True)
 class Form:
-    """One form: its row's mode and a batch-1 call on an N×3×S×S input."""
+    """One form: its row's mode and a batch-1 call on an N×3×S×S input.
+
+    ``runs``: the form ``--runtime auto`` runs on this machine.
+    """
 
     mode: str
     run: Callable[[torch.Tensor], np.ndarray]
+    runs: bool = False
 
 
 def onnx_forms(generator, *, untrained: bool, threads: int) -> tuple[list[Form], list[str]]:
     """The forms to time, and notes (the ``--runtime auto`` choice, or why there is none)."""
     exact, plain = (OnnxEngine(copy.deepcopy(generator), untrained=untrained, threads=threads,
                                attention=a) for a in ("ort", "plain"))
-    forms = [Form("fp32 onnxruntime (the exact engine)", exact.probabilities),
+    forms = [Form("fp32 onnxruntime (the exact engine)", exact.probabilities, runs=untrained),
              Form("fp32 onnxruntime, plain attention", plain.probabilities)]
     if untrained:
         return forms, ["random weights: the forms --runtime auto checks are not built"]
     images = load_check_set(exact.size)
     chooser = OnnxEngine(copy.deepcopy(generator), threads=threads)  # choose() switches it
+    by_form = {"fp32": forms[0]}
     for candidate in CANDIDATES:
         # a form that passed its check comes from the model cache, as the engine reads it; one
         # that failed is not kept there and is built here
@@ -46,23 +52,28 @@ def onnx_forms(generator, *, untrained: bool, threads: int) -> tuple[list[Form],
         session = session or exact.session_of(
             candidate.build(exact.fp32_model(), exact.generator, images[0]))
         run = run_of(session)
-        forms.append(Form(f"{candidate.form} onnxruntime (a --runtime auto form)",
-                          lambda x, run=run: run(np.ascontiguousarray(x.numpy()))))
+        by_form[candidate.form] = Form(f"{candidate.form} onnxruntime (a --runtime auto form)",
+                                       lambda x, run=run: run(np.ascontiguousarray(x.numpy())))
     chosen = choose(chooser)  # every verdict is cached by now: nothing is built again
+    forms += list(by_form.values())[1:]
+    forms = [dataclasses.replace(f, runs=f is by_form[chosen.form]) for f in forms]
     return forms, [f"--runtime auto runs {chosen.name} here ({chosen.choice})"]
 
 
-def cpu_targets(rows) -> list[dict]:
+def cpu_targets(rows, runs: str | None) -> list[dict]:
     """The CPU target (issue: every frame through the network at 30 FPS on the CPU).
 
-    The fastest ONNX Runtime form at batch 1 (p50 ≤ 33.3 ms), named in the target's text.
+    Judged on the form ``--runtime auto`` runs on this machine (mode ``runs``; a faster form
+    whose masks failed their check does not count), at batch 1: p50 ≤ 33.3 ms, the form named
+    in the target's text.
     """
-    forms = [r for r in rows if r.section == "model" and "onnxruntime" in r.mode
-             and r.batch == 1 and r.p50_ms is not None]
-    if not forms:
+    found = [r for r in rows if r.section == "model" and r.mode == runs and r.batch == 1
+             and r.p50_ms is not None]
+    if not found:
         return []
-    best = min(forms, key=lambda r: r.p50_ms)
+    row = found[0]
     limit = 1e3 / 30
-    return [{"target": f"network b1 p50 ms ≤ {limit:.1f} (30 FPS), fastest form: {best.mode}",
-             "value": round(best.p50_ms, 4), "limit": round(limit, 1),
-             "ok": bool(best.p50_ms <= limit)}]
+    return [{"target": f"network b1 p50 ms ≤ {limit:.1f} (30 FPS), the form --runtime auto "
+                       f"runs: {row.mode}",
+             "value": round(row.p50_ms, 4), "limit": round(limit, 1),
+             "ok": bool(row.p50_ms <= limit)}]

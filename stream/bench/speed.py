@@ -220,6 +220,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
     clip_size = args.clip_size or ((1920, 1080) if gpu else ((160, 120) if quick else (640, 360)))
     clip_frames = args.clip_frames or ((60 if quick else 300) if gpu else (8 if quick else 60))
     rows: list[Row] = []
+    runs: list[str] = []  # the ONNX Runtime form --runtime auto runs here, once timed
     notes = ["random weights (no weights file): the speed is the same, the masks meaningless"
              ] if untrained else []
 
@@ -232,6 +233,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             if not missing:
                 onnx, form_notes = onnx_forms(generator, untrained=untrained, threads=threads)
                 notes.extend(form_notes)
+                runs.extend(f.mode for f in onnx if f.runs)
             return cpu_model_rows(copy.deepcopy(generator), size=args.size, timing=timing,
                                   batch=2 if quick else 8, onnx=onnx)
         builders = {"slsnet": lambda: copy.deepcopy(generator)}
@@ -275,7 +277,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             "weights": weights,
             "env": environment(device, torch.get_num_threads()),
             "rows": [dataclasses.asdict(r) for r in rows],
-            "targets": gpu_targets(rows) if gpu else cpu_targets(rows),
+            "targets": gpu_targets(rows) if gpu else cpu_targets(rows, next(iter(runs), None)),
             "notes": notes,
         }
 

@@ -48,13 +48,16 @@ def test_quick_cpu_run_writes_every_section(tmp_path):
         assert set(forms) == {"fp32 onnxruntime (the exact engine)",
                               "fp32 onnxruntime, plain attention", *auto}
         assert all(0 < r["p50_ms"] <= r["p99_ms"] and r["batch"] == 1 for r in forms.values())
-        # judged against 30 FPS on the fastest form, which the target names
+        # judged against 30 FPS on the form --runtime auto runs here (the note names it; a
+        # faster form whose masks failed their check does not count), which the target names
+        (note,) = [n for n in report["notes"] if n.startswith("--runtime auto runs cpu ")]
+        form = note.removeprefix("--runtime auto runs cpu ").split(" onnxruntime")[0]
+        runs = (forms["fp32 onnxruntime (the exact engine)"] if form == "fp32"
+                else forms[f"{form} onnxruntime (a --runtime auto form)"])
         (target,) = report["targets"]
-        fastest = min(forms.values(), key=lambda r: r["p50_ms"])
-        assert target["value"] == round(fastest["p50_ms"], 4)
-        assert fastest["mode"] in target["target"]
-        assert target["ok"] == (fastest["p50_ms"] <= 1e3 / 30)
-        assert any(n.startswith("--runtime auto runs cpu ") for n in report["notes"])
+        assert target["value"] == round(runs["p50_ms"], 4)
+        assert target["target"].endswith(f"the form --runtime auto runs: {runs['mode']}")
+        assert target["ok"] == (runs["p50_ms"] <= 1e3 / 30)
     (frame,) = [r for r in rows if r["name"] == "1920×1080 frame → mask"]  # the engine alone
     assert 0 < frame["p50_ms"] <= frame["p99_ms"] and frame["mode"].startswith("cpu fp32")
     paced = one("frame path", "cpu fp32", 1, "(pipeline, paced")  # the application's own path
