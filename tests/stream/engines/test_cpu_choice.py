@@ -169,22 +169,28 @@ def test_shipped_int8_candidate_is_checked_and_chosen_by_its_verdict(tmp_path):
 
 @pytest.mark.skipif(not (ISIC / "val").is_dir(), reason="needs the ISIC 2017 validation images")
 @pytest.mark.parametrize("candidate", CANDIDATES, ids=lambda c: c.folder)
-def test_each_form_keeps_the_fp32_masks_on_validation_images(cache, candidate):
+def test_a_form_the_bundled_check_passes_keeps_the_fp32_masks_on_validation_images(
+        cache, candidate):
     # given a form --runtime auto builds (int8 calibrated on the bundled training images,
-    # pooled attention) and validation images of the data set (the first 8; the bar on the
-    # 150 images is in docs/benchmarks.md)
+    # pooled attention), the bundled check images it is judged on, and validation images of
+    # the data set it never saw (the first 8; the 150 images are in docs/benchmarks.md)
     fp32_engine = engine(cache)
     generator, size = fp32_engine.generator, fp32_engine.size
-    calibration, _ = load_check_set(size)
+    calibration, checks = load_check_set(size)
     pairs = find_pairs(ISIC / "val")[:8]
     x = to_tensor(np.stack([resize_to_input(read_rgb(p.image), size) for p in pairs])).numpy()
-    # when
     reference = run_of(fp32_engine.session)
     form = run_of(fp32_engine.session_of(
         candidate.build(fp32_engine.fp32_model(), generator, calibration)))
-    agreement = mask_agreement(reference, form, list(x[:, None]), fp32_engine.threshold)
-    # then its masks keep at least 99.5 % of the fp32 engine's pixels
-    assert agreement >= AGREEMENT, f"masks agree on {100 * agreement:.2f} % of pixels"
+    # when the bundled check judges it, and it runs on the validation images
+    checked = mask_agreement(reference, form, checks, fp32_engine.threshold)
+    unseen = mask_agreement(reference, form, list(x[:, None]), fp32_engine.threshold)
+    # then a form the check lets through keeps at least 99.5 % of the fp32 masks' pixels on
+    # images it was not checked on (a form it stops is never run: how far it falls is the
+    # weights' matter, recorded in docs/benchmarks.md)
+    if checked >= AGREEMENT:
+        assert unseen >= AGREEMENT, (f"passed the check ({100 * checked:.2f} %) but keeps "
+                                     f"{100 * unseen:.2f} % of the pixels of unseen images")
     assert (reference(x) > fp32_engine.threshold).any()  # not between empty masks
 
 
