@@ -40,7 +40,13 @@ from slsnet.run_files import (
 )
 from slsnet.schedule import Phase, phase_of
 from slsnet.time_budget import TimeBudget
-from slsnet.train_args import build_parser, check_args, learning_rate, resolve_phases
+from slsnet.train_args import (
+    build_parser,
+    check_args,
+    dropouts,
+    learning_rate,
+    resolve_phases,
+)
 
 
 def _scored_arrays(pairs: list[Pair], size: int) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -85,7 +91,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {out} already holds a run; pass --resume or choose another --out")
     init = load_generator(args.init, device=device) if args.init and not args.resume else None
 
-    config = SLSNetConfig(input_size=args.size)
+    config = SLSNetConfig(input_size=args.size, **dropouts(args.dropout))
     hyper = Hyper(
         lr=args.lr,
         l1_weight=args.l1_weight,

@@ -55,6 +55,10 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="network input size (square; default 128, or the last phase's)")
     g.add_argument("--init", metavar="WEIGHTS",
                    help="start G from these weights (fine-tuning; D starts fresh)")
+    g.add_argument("--dropout", default=None, metavar="MID,DEEP,DECODER",
+                   help="the generator's dropout in its middle FAMs, its deep FAMs and its "
+                        "decoder (default 0.03,0.3,0.1: ERFNet's encoder and pix2pix's noise; "
+                        "0,0,0: off); only training uses it")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None,
                    help="epochs (default 100, or the schedule's total)")
@@ -137,6 +141,27 @@ def learning_rate(args: argparse.Namespace, step: int, total: int, warmup: int =
     return 0.5 * args.lr * (1 + math.cos(math.pi * (step - warmup) / max(total - warmup, 1)))
 
 
+DROPOUTS = ("dropout_mid", "dropout_deep", "dropout_decoder")  # SLSNetConfig's, in --dropout order
+
+
+def dropouts(text: str | None) -> dict[str, float]:
+    """``--dropout "0.03,0.3,0.1"`` → SLSNetConfig's dropout fields; ``None`` → none (defaults).
+
+    Raises:
+        ValueError: not three probabilities in [0, 1).
+    """
+    if text is None:
+        return {}
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3 or not all(0 <= v < 1 for v in values):
+        raise ValueError(f"--dropout is three probabilities in [0, 1) as MID,DEEP,DECODER, "
+                         f"not {text}")
+    return dict(zip(DROPOUTS, values, strict=True))
+
+
 def check_args(args: argparse.Namespace) -> None:
     """Refuse values no run can use, with one line naming the flag (``ValueError``)."""
     if not 0 <= args.ema_decay < 1:
@@ -152,3 +177,4 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--d-lr-scale must be above 0, not {args.d_lr_scale}")
     if not 0 <= args.beta1 < 1:
         raise ValueError(f"--beta1 must be in [0, 1), not {args.beta1}")
+    dropouts(args.dropout)

@@ -164,6 +164,17 @@ def test_training_with_a_moving_average_saves_it_and_resumes_exactly(tiny_isic, 
     torch.testing.assert_close(saved["head.weight"], ckpt["trainer"]["ema"]["module.head.weight"])
 
 
+def test_dropout_is_set_for_the_run_and_kept_in_its_record(tiny_isic, tmp_path):
+    # given a run with the generator's dropout turned off in the encoder and halved after it
+    assert train(tiny_isic, tmp_path / "run", "--epochs", "1", "--dropout", "0,0,0.05") == 0
+    # then the run's record holds that network, and its dropout layers train with it
+    config = json.loads((tmp_path / "run" / "args.json").read_text())["config"]
+    assert (config["dropout_mid"], config["dropout_deep"], config["dropout_decoder"]) == (
+        0.0, 0.0, 0.05)
+    generator = load_generator(tmp_path / "run" / "last_generator.pt")
+    assert {m.p for m in generator.modules() if isinstance(m, torch.nn.Dropout2d)} == {0.05}
+
+
 @pytest.mark.parametrize("decay", ["1.0", "-0.1"])
 def test_a_bad_ema_decay_is_one_error_line(tiny_isic, tmp_path, capsys, decay):
     assert train(tiny_isic, tmp_path / "run", "--epochs", "1", "--ema-decay", decay) == 2
@@ -241,6 +252,10 @@ def test_the_constant_schedule_is_the_given_rate_at_every_step():
         (["--rotate", "2"], "error: --rotate is a probability in [0, 1], not 2.0"),
         (["--colour", "-1"], "error: --colour is a probability in [0, 1], not -1.0"),
         (["--d-lr-scale", "0"], "error: --d-lr-scale must be above 0, not 0.0"),
+        (["--dropout", "0.1,0.3"], "error: --dropout is three probabilities in [0, 1) as "
+                                   "MID,DEEP,DECODER, not 0.1,0.3"),
+        (["--dropout", "0,1,0"], "error: --dropout is three probabilities in [0, 1) as "
+                                 "MID,DEEP,DECODER, not 0,1,0"),
     ],
 )
 def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
