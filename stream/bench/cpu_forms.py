@@ -10,7 +10,6 @@ trained weights a note says which form ``--runtime auto`` runs here and why.
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -20,6 +19,8 @@ import torch
 from stream.engines.check_set import load_check_set
 from stream.engines.cpu_choice import CANDIDATES, choose, run_of, verdict
 from stream.engines.onnx_runtime import OnnxEngine
+
+EXACT_MODE = "fp32 onnxruntime (the exact engine)"
 
 
 @dataclass(frozen=True)
@@ -38,25 +39,25 @@ def onnx_forms(generator, *, untrained: bool, threads: int) -> tuple[list[Form],
     """The forms to time, and notes (the ``--runtime auto`` choice, or why there is none)."""
     exact, plain = (OnnxEngine(copy.deepcopy(generator), untrained=untrained, threads=threads,
                                attention=a) for a in ("ort", "plain"))
-    forms = [Form("fp32 onnxruntime (the exact engine)", exact.probabilities, runs=untrained),
-             Form("fp32 onnxruntime, plain attention", plain.probabilities)]
+    plain_form = Form("fp32 onnxruntime, plain attention", plain.probabilities)
     if untrained:
-        return forms, ["random weights: the forms --runtime auto checks are not built"]
+        return ([Form(EXACT_MODE, exact.probabilities, runs=True), plain_form],
+                ["random weights: the forms --runtime auto checks are not built"])
     images = load_check_set(exact.size)
     chooser = OnnxEngine(copy.deepcopy(generator), threads=threads)  # choose() switches it
-    by_form = {"fp32": forms[0]}
+    calls = {}  # each candidate's form → its batch-1 call
     for candidate in CANDIDATES:
         # a form that passed its check comes from the model cache, as the engine reads it; one
         # that failed is not kept there and is built here
         _, session = verdict(chooser, candidate, images)
         session = session or exact.session_of(
             candidate.build(exact.fp32_model(), exact.generator, images[0]))
-        run = run_of(session)
-        by_form[candidate.form] = Form(f"{candidate.form} onnxruntime (a --runtime auto form)",
-                                       lambda x, run=run: run(np.ascontiguousarray(x.numpy())))
+        calls[candidate.form] = run_of(session)
     chosen = choose(chooser)  # every verdict is cached by now: nothing is built again
-    forms += list(by_form.values())[1:]
-    forms = [dataclasses.replace(f, runs=f is by_form[chosen.form]) for f in forms]
+    forms = [Form(EXACT_MODE, exact.probabilities, runs=chosen.form == "fp32"), plain_form,
+             *(Form(f"{form} onnxruntime (a --runtime auto form)",
+                    lambda x, run=run: run(np.ascontiguousarray(x.numpy())),
+                    runs=form == chosen.form) for form, run in calls.items())]
     return forms, [f"--runtime auto runs {chosen.name} here ({chosen.choice})"]
 
 
