@@ -177,6 +177,8 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "augmentation": _augmentation(args),
             "weights": (f"exponential moving average of G, decay {args['ema_decay']} per step "
                         "(last phase)" if args.get("ema_decay") else "G's own weights"),
+            **({"averaged": {"of": meta["averaged"], "statistics": meta.get("statistics")}}
+               if meta.get("averaged") else {}),
             "hardware": hardware or _hardware(run, args),
             "wall_time_hours": round(sum(r["train_seconds"] for r in log) / 3600, 2),
             "commands": _commands(run),

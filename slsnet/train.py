@@ -225,6 +225,8 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
             save_generator(
                 model, out / "last_generator.pt", meta={"epoch": epoch, "val": val}
             )
+            if args.keep_epochs:
+                save_generator(model, out / "epochs" / f"{epoch:03d}.pt", meta=meta)
             # the log line first, then last.pt as the commit: after a crash between the two,
             # --resume drops the line of the epoch that last.pt does not hold
             append_log(out / "log.jsonl", record)

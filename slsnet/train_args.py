@@ -101,6 +101,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="start no epoch that would not end within this time of the start "
                    "(e.g. 2h40m, 90m): a machine lent for a few hours ends the run between "
                    "epochs, not in one; each epoch's time comes from the run's log")
+    g.add_argument("--keep-epochs", action="store_true",
+                   help="also keep every epoch's generator, as scored, in OUT/epochs/NNN.pt "
+                   "(about 9 MB each): what python -m slsnet.average averages")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: all cores)")
     g.add_argument("--seed", type=int, default=0)
