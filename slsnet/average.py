@@ -1,9 +1,10 @@
 r"""``python -m slsnet.average``: one generator whose weights are the mean of several.
 
 The generators a run passes through late in training, at a low learning rate, lie in one basin
-of the loss; their mean lies nearer its centre and often generalises better than any of them
-(stochastic weight averaging, Izmailov et al. 2018). ``slsnet.train --keep-epochs`` keeps every
-epoch's generator in ``RUN/epochs/``; this command averages the ones named:
+of the loss; their mean lies nearer its centre and can generalise better than any of them
+(stochastic weight averaging, Izmailov et al. 2018), or only as well as their average
+(docs/benchmarks.md measures it). ``slsnet.train --keep-epochs`` keeps every epoch's generator
+in ``RUN/epochs/``; this command averages the ones named:
 
     python -m slsnet.average --data ../shared/data/isic2017 --out runs/a/average.pt \\
         runs/a/epochs/04[3-9].pt runs/a/epochs/05?.pt runs/a/epochs/060.pt
