@@ -67,6 +67,9 @@ def _augmentation(args: dict) -> str:
 def _optimiser(args: dict) -> str:
     text = (f"Adam lr {args.get('lr')} betas ({args.get('beta1', 0.5)}, 0.999), one D step then "
             "one G step (G alone in supervised phases)")
+    if args.get("weight_decay"):
+        text += (f"; G's optimiser is AdamW, decoupled weight decay {args['weight_decay']} of its "
+                 "convolution and linear weights")
     if args.get("lr_warmup"):
         text += f"; lr rises linearly over the first {args['lr_warmup']} epoch(s)"
     if args.get("lr_schedule") == "cosine":

@@ -31,6 +31,25 @@ class Hyper:
     amp: bool = False  # bf16 autocast
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of G
     d_lr_scale: float = 1.0  # D's learning rate is G's times this (the paper: 1)
+    weight_decay: float = 0.0  # > 0: AdamW's decoupled decay of G's conv/linear weights
+
+
+def generator_optimiser(generator: Generator, hyper: Hyper) -> torch.optim.Optimizer:
+    """G's optimiser: Adam as the paper, or AdamW with ``hyper.weight_decay`` > 0.
+
+    The decay reaches the weights of convolutions and linear layers (tensors of two or more
+    dimensions) only; BatchNorm's scales and shifts, biases and the attention modules' γ keep
+    their values. Without decay all parameters form one group, as in every checkpoint saved
+    before the option existed, so those runs resume unchanged.
+    """
+    if hyper.weight_decay <= 0:
+        return torch.optim.Adam(generator.parameters(), lr=hyper.lr, betas=hyper.betas)
+    params = list(generator.parameters())
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": hyper.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=hyper.lr, betas=hyper.betas)
 
 
 class GANTrainer:
@@ -46,7 +65,7 @@ class GANTrainer:
         self.config, self.hyper, self.device = config, hyper, device
         self.generator: Generator = build_generator(config=config).to(device)
         self.discriminator: Discriminator = build_discriminator(config=config).to(device)
-        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=hyper.lr, betas=hyper.betas)
+        self.opt_g = generator_optimiser(self.generator, hyper)
         self.opt_d = torch.optim.Adam(
             self.discriminator.parameters(), lr=hyper.lr * hyper.d_lr_scale, betas=hyper.betas
         )
@@ -158,16 +177,24 @@ class GANTrainer:
         } | ({"ema": self.ema.state_dict()} if self.ema is not None else {})
 
     def load_state(self, state: dict) -> None:
-        """Inverse of :meth:`state`, except that the learning rate is this trainer's.
+        """Inverse of :meth:`state`, except that the rate and the weight decay are this trainer's.
 
         An optimiser's state dict carries the learning rate it was saved with; a resume with a
         new ``--lr`` (e.g. a lower rate to finish a run) must not be silently undone by it.
         A checkpoint without a moving average (saved without ``--ema-decay``) starts the
         average at the loaded generator.
         """
+        saved_groups = len(state["opt_g"]["param_groups"])
+        if saved_groups != len(self.opt_g.param_groups):
+            saved = "with" if saved_groups > 1 else "without"
+            raise ValueError(
+                f"the checkpoint was trained {saved} --weight-decay; resume it {saved}"
+            )
         self.generator.load_state_dict(state["generator"])
         self.discriminator.load_state_dict(state["discriminator"])
         self.opt_g.load_state_dict(state["opt_g"])
+        if saved_groups > 1:  # the decay is this trainer's, as the learning rate is
+            self.opt_g.param_groups[0]["weight_decay"] = self.hyper.weight_decay
         self.opt_d.load_state_dict(state["opt_d"])
         self.set_lr(self.hyper.lr)
         if self.ema is None:

@@ -102,6 +102,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         amp=args.amp,
         ema_decay=args.ema_decay,
         d_lr_scale=args.d_lr_scale,
+        weight_decay=args.weight_decay,
     )
     torch.manual_seed(args.seed)
     rng = np.random.default_rng(args.seed)

@@ -87,6 +87,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     g.add_argument("--d-lr-scale", type=float, default=1.0, metavar="S",
                    help="the discriminator's learning rate is the generator's times S (the "
                    "paper: 1); below 1 slows a discriminator that wins the game too soon")
+    g.add_argument("--weight-decay", type=float, default=0.0, metavar="W",
+                   help="AdamW's decoupled weight decay of G's convolution and linear weights "
+                   "(not BatchNorm, biases or the attention γ); 0: Adam, the paper's setting")
     g.add_argument("--amp", action="store_true", help="bf16 autocast (measure before using)")
     g.add_argument("--ema-decay", type=float, default=0.0, metavar="D",
                    help="validate and save a moving average of G's weights, updated every step "
@@ -180,4 +183,6 @@ def check_args(args: argparse.Namespace) -> None:
         raise ValueError(f"--d-lr-scale must be above 0, not {args.d_lr_scale}")
     if not 0 <= args.beta1 < 1:
         raise ValueError(f"--beta1 must be in [0, 1), not {args.beta1}")
+    if not 0 <= args.weight_decay < 1:
+        raise ValueError(f"--weight-decay must be in [0, 1), not {args.weight_decay}")
     dropouts(args.dropout)

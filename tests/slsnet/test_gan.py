@@ -115,3 +115,44 @@ def test_the_discriminator_learns_at_its_own_rate():
     trainer.set_lr(4e-4)
     assert {g["lr"] for g in trainer.opt_g.param_groups} == {4e-4}
     assert {g["lr"] for g in trainer.opt_d.param_groups} == {1e-4}
+
+
+def test_weight_decay_shrinks_the_conv_and_linear_weights_alone():
+    # given a trainer with AdamW's decay 0.1 at lr 1e-2, and gradients that are all zero
+    trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(lr=1e-2, weight_decay=0.1),
+                         torch.device("cpu"))
+    named = dict(trainer.generator.named_parameters())
+    before = {k: p.detach().clone() for k, p in named.items()}
+    for p in named.values():
+        p.grad = torch.zeros_like(p)
+    # when G's optimiser takes one step
+    trainer.opt_g.step()
+    # then Adam's part of the step is 0 (a zero first moment), and what is left is the decay:
+    # each conv/linear weight times (1 - lr * decay), one float32 rounding of the product
+    decayed = {k for k, p in named.items() if p.ndim >= 2}
+    assert any(k.endswith("gamma") for k in named) and any(k.endswith("bias") for k in named)
+    assert all(not k.endswith(("gamma", "bias")) for k in decayed)
+    for k, p in named.items():
+        if k in decayed:
+            torch.testing.assert_close(p.detach(), before[k] * (1 - 1e-3),
+                                       rtol=torch.finfo(torch.float32).eps, atol=0)
+        else:  # BatchNorm, biases, the attention γ
+            assert torch.equal(p.detach(), before[k]), k
+    assert sum(before[k].abs().sum() for k in decayed) > 0
+
+
+def test_a_checkpoint_resumes_only_as_it_was_trained_with_or_without_decay():
+    cpu = torch.device("cpu")
+    plain = GANTrainer(SLSNetConfig(input_size=32), Hyper(), cpu).state()
+    decayed = GANTrainer(SLSNetConfig(input_size=32), Hyper(weight_decay=0.05), cpu).state()
+    # a checkpoint without decay resumes without it, as every run saved before the option did
+    GANTrainer(SLSNetConfig(input_size=32), Hyper(), cpu).load_state(plain)
+    # and refuses a resume that would change the optimiser under it, either way
+    with pytest.raises(ValueError, match="trained without --weight-decay; resume it without"):
+        GANTrainer(SLSNetConfig(input_size=32), Hyper(weight_decay=0.05), cpu).load_state(plain)
+    with pytest.raises(ValueError, match="trained with --weight-decay; resume it with"):
+        GANTrainer(SLSNetConfig(input_size=32), Hyper(), cpu).load_state(decayed)
+    # a new decay is used from the resume on, as a new learning rate is
+    trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(weight_decay=0.01), cpu)
+    trainer.load_state(decayed)
+    assert [g["weight_decay"] for g in trainer.opt_g.param_groups] == [0.01, 0.0]

@@ -221,7 +221,7 @@ def test_a_cosine_schedule_with_aimed_crops_and_rotations_lowers_the_rate_and_sa
     # when: two epochs with the cosine schedule and every image turned
     assert train(tiny_isic, run, "--epochs", "2", "--lr", "1e-4", "--lr-schedule", "cosine",
                  "--rotate", "1", "--zoom", "0.5", "--zoom-aim", "lesion", "--colour",
-                 "0.5") == 0
+                 "0.5", "--weight-decay", "0.05") == 0
     # then: the rate of each epoch's last step (steps 1 and 3) follows the cosine from 1e-4 to 0
     rates = [r["lr"] for r in read_log(run)]
     assert rates == pytest.approx([0.5e-4 * (1 + math.cos(math.pi * s / 4)) for s in (1, 3)])
@@ -235,6 +235,10 @@ def test_a_cosine_schedule_with_aimed_crops_and_rotations_lowers_the_rate_and_sa
                                              "±16°, saturation scaled by 0.75-1.25 and "
                                              "brightness by 0.8-1.2")
     assert "lr follows a cosine from 0.0001 to 0 over 2 epochs" in training["optimiser"]
+    assert "G's optimiser is AdamW, decoupled weight decay 0.05 of its convolution and linear " \
+        "weights" in training["optimiser"]
+    groups = torch.load(run / "last.pt", weights_only=True)["trainer"]["opt_g"]["param_groups"]
+    assert [g["weight_decay"] for g in groups] == [0.05, 0.0]
 
 
 def test_the_constant_schedule_is_the_given_rate_at_every_step():
@@ -252,6 +256,7 @@ def test_the_constant_schedule_is_the_given_rate_at_every_step():
         (["--rotate", "2"], "error: --rotate is a probability in [0, 1], not 2.0"),
         (["--colour", "-1"], "error: --colour is a probability in [0, 1], not -1.0"),
         (["--d-lr-scale", "0"], "error: --d-lr-scale must be above 0, not 0.0"),
+        (["--weight-decay", "-0.1"], "error: --weight-decay must be in [0, 1), not -0.1"),
         (["--dropout", "0.1,0.3"], "error: --dropout is three probabilities in [0, 1) as "
                                    "MID,DEEP,DECODER, not 0.1,0.3"),
         (["--dropout", "0,1,0"], "error: --dropout is three probabilities in [0, 1) as "
@@ -273,3 +278,17 @@ def test_weights_for_another_input_size_are_refused_before_the_run_folder(traine
     # then: one error line, and nothing written
     assert capsys.readouterr().err.strip().startswith("error: --init weights are for ")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_resume_that_would_add_weight_decay_is_one_error_line(trained_run, tiny_isic,
+                                                                 tmp_path, capsys):
+    # given a finished run trained with Adam (no decay), copied
+    shutil.copytree(trained_run, tmp_path / "run")
+    log = (tmp_path / "run" / "log.jsonl").read_text()
+    # when it is resumed for one more epoch with --weight-decay
+    assert train(tiny_isic, tmp_path / "run", "--epochs", "2", "--resume",
+                 "--weight-decay", "0.05") == 2
+    # then one error line says how to resume it, and the run is as it was
+    assert capsys.readouterr().err.strip() == (
+        "error: the checkpoint was trained without --weight-decay; resume it without")
+    assert (tmp_path / "run" / "log.jsonl").read_text() == log
