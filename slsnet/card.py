@@ -5,7 +5,8 @@ epoch (``best_gan.pt``) when it played the game, since SLSNet is a GAN, else its
 (``best.pt``); ``--from`` names another file of the run (``last.pt``: the last epoch as
 training left it, running statistics and all). It re-measures it on the
 validation folder with the evaluation code, and writes ``<out>.json``: architecture, size,
-normalisation, threshold, data and split, epochs, hardware, wall time, metrics, command, citations.
+normalisation, threshold, data and split, epochs, each epoch's scores (``training.curve``),
+hardware, wall time, metrics, command, citations.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 
 from slsnet.checkpoint import WeightsError, load_generator, read_card, save_generator
 from slsnet.config import INPUT_MEAN, INPUT_STD
+from slsnet.curves import card_curve
 from slsnet.data import find_pairs, read_mask, read_rgb
 from slsnet.device import cpu_name
 from slsnet.evaluate import score_views
@@ -177,6 +179,7 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             + (f" + {args['bce_weight']}·pixel BCE" if args.get("bce_weight") else "")
             + " (last command; see commands)",
             "phases": _phases(args, log),
+            "curve": card_curve(log),
             "augmentation": _augmentation(args),
             "weights": (f"exponential moving average of G, decay {args['ema_decay']} per step "
                         "(last phase)" if args.get("ema_decay") else "G's own weights"),

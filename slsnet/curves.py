@@ -1,4 +1,9 @@
-"""Training curves as a PNG, drawn with OpenCV (no plotting library needed)."""
+"""Training curves, as a PNG and as the numbers a model card keeps of its run.
+
+The PNG is drawn with OpenCV (no plotting library needed). :func:`card_curve` is the few numbers
+per epoch that a model card keeps, so that a later run can be set beside the shipped one on a
+machine that never held its folder.
+"""
 
 from __future__ import annotations
 
@@ -58,3 +63,28 @@ def draw_curves(
             cv2.LINE_AA,
         )
     cv2.imwrite(str(png_path), img)
+
+
+def _four(value: float | None) -> float | None:
+    return None if value is None else round(float(value), 4)
+
+
+def card_curve(log: list[dict]) -> list[dict]:
+    """Each epoch of ``log.jsonl``'s records as phase, rate, train JSC, val JSC and val DSC.
+
+    Train JSC is the fixed unaugmented subset's (None where the run did not score it).
+    """
+    return [{"epoch": r["epoch"], "size": r["size"], "kind": r["kind"], "lr": r["lr"],
+             "train_jsc": _four((r.get("train_eval") or {}).get("jsc")),
+             "val_jsc": _four(r["val"]["jsc"]), "val_dsc": _four(r["val"]["dsc"])}
+            for r in log]
+
+
+def curve_records(curve: list[dict]) -> list[dict]:
+    """:func:`card_curve`'s rows back in the shape of ``log.jsonl``'s records.
+
+    For what reads those (``slsnet.progress --against``); only the fields the card keeps are there.
+    """
+    return [{"epoch": c["epoch"], "size": c["size"], "kind": c["kind"], "lr": c["lr"],
+             "train_eval": None if c["train_jsc"] is None else {"jsc": c["train_jsc"]},
+             "val": {"jsc": c["val_jsc"], "dsc": c["val_dsc"]}} for c in curve]

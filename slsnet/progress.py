@@ -11,6 +11,8 @@ a resume is left out, and a phase kind not timed yet is said to be so, not guess
 
 ``--against OTHER`` sets another run's epochs beside this one's, epoch by epoch (two recipes,
 or two branches of one run): train and val JSC of each, their gaps, and val's difference.
+OTHER is a run folder, or a weights file whose model card holds its run's curve (the shipped
+weights: ``--against weights/slsnet_isic2017.pt`` needs no folder of theirs).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from slsnet.checkpoint import WeightsError, read_card
+from slsnet.curves import curve_records
 from slsnet.reports import write_json
 from slsnet.run_files import read_log
 from slsnet.schedule import phase_spans, run_phases, total_epochs
@@ -42,6 +46,17 @@ def read_run(run: Path) -> tuple[dict, list[dict]]:
     except json.JSONDecodeError as exc:
         raise ValueError(f"{run}: unreadable run file ({exc})") from None
     return args, log
+
+
+def read_other(path: Path) -> list[dict]:
+    """The epochs to set beside a run: a run folder's log, or a weights file's card curve."""
+    if not path.is_file():
+        return read_run(path)[1]
+    curve = read_card(path).get("training", {}).get("curve")
+    if not curve:
+        raise ValueError(f"{path}: its model card ({path.with_suffix('.json').name}) holds no "
+                         "per-epoch curve of its run (slsnet.card writes one since 2026-12-07)")
+    return curve_records(curve)
 
 
 def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
@@ -210,7 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="the run folder (slsnet.train --out)")
     parser.add_argument("--last", type=int, default=5, help="epochs in the table (default: 5)")
     parser.add_argument("--against", metavar="OTHER",
-                        help="another run folder, set beside this one epoch by epoch")
+                        help="another run folder, or weights whose card holds their run's "
+                        "curve, set beside this one epoch by epoch")
     parser.add_argument("--json", dest="json_out", help="write the summary here")
     args = parser.parse_args(argv)
     if args.last < 1:
@@ -222,8 +238,8 @@ def main(argv: list[str] | None = None) -> int:
         summary = summarise(run_args, log, last=args.last)
         if args.against:
             summary["against"] = {"run": args.against, "epochs": side_by_side(
-                log, read_run(Path(args.against))[1], last=args.last)}
-    except (FileNotFoundError, ValueError, KeyError) as exc:
+                log, read_other(Path(args.against)), last=args.last)}
+    except (FileNotFoundError, ValueError, KeyError, WeightsError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     console = Console()

@@ -166,6 +166,12 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     assert card["training"]["initialised_from"] is None
     assert "crop" not in card["training"]["augmentation"]
     assert "validation split" in card["training"]["selection"]
+    # each epoch's scores, to four places, so that a later run can be set beside these weights
+    logged = json.loads((trained_run / "log.jsonl").read_text().splitlines()[0])
+    assert card["training"]["curve"] == [{
+        "epoch": 1, "size": 64, "kind": "gan", "lr": logged["lr"],
+        "train_jsc": round(logged["train_eval"]["jsc"], 4),
+        "val_jsc": round(logged["val"]["jsc"], 4), "val_dsc": round(logged["val"]["dsc"], 4)}]
 
 
 @pytest.mark.timeout(300)

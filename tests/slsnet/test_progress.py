@@ -101,3 +101,30 @@ def test_progress_sets_another_run_beside_this_one(stopped_run, tmp_path, capsys
     assert "have no epoch in common" in " ".join(capsys.readouterr().out.split())
     assert progress_main([str(stopped_run), "--against", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_progress_sets_a_run_beside_weights_by_their_card(stopped_run, tmp_path, capsys):
+    # given weights whose card keeps their run's curve (epochs 2-3), and weights whose card does
+    # not (written before cards kept one): no run folder of theirs on this machine
+    weights = tmp_path / "shipped.pt"
+    weights.write_bytes(b"not read: only the card beside it is")
+    curve = [{"epoch": e, "size": s, "kind": "sup", "lr": 1e-3, "train_jsc": t, "val_jsc": v,
+              "val_dsc": 0.8} for e, s, t, v in ((2, 64, 0.72, 0.62), (3, 128, None, 0.75))]
+    weights.with_suffix(".json").write_text(json.dumps({"training": {"curve": curve}}))
+    older = tmp_path / "older.pt"
+    older.write_bytes(b"")
+    older.with_suffix(".json").write_text(json.dumps({"training": {"phases": []}}))
+    # when
+    assert progress_main([str(stopped_run), "--against", str(weights), "--json",
+                          str(tmp_path / "p.json")]) == 0
+    # then its epochs are set beside the run's, as another run's would be
+    epochs = json.loads((tmp_path / "p.json").read_text())["against"]["epochs"]
+    assert [(r["epoch"], r["val_jsc"], r["other_val_jsc"], r["other_train_jsc"])
+            for r in epochs] == [(2, 0.60, 0.62, 0.72), (3, 0.70, 0.75, None)]
+    assert [r["val_difference"] for r in epochs] == pytest.approx([-0.02, -0.05])
+    capsys.readouterr()
+    # and weights whose card has no curve are one error line
+    assert progress_main([str(stopped_run), "--against", str(older)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {older}: its model card (older.json) "
+                                               "holds no per-epoch curve")
