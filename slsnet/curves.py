@@ -69,13 +69,18 @@ def _four(value: float | None) -> float | None:
     return None if value is None else round(float(value), 4)
 
 
+def train_jsc(record: dict) -> float | None:
+    """An epoch's JSC on the fixed training subset (None when the run did not score it)."""
+    return (record.get("train_eval") or {}).get("jsc")
+
+
 def card_curve(log: list[dict]) -> list[dict]:
     """Each epoch of ``log.jsonl``'s records as phase, rate, train JSC, val JSC and val DSC.
 
-    Train JSC is the fixed unaugmented subset's (None where the run did not score it).
+    Train JSC is the fixed unaugmented subset's (:func:`train_jsc`).
     """
     return [{"epoch": r["epoch"], "size": r["size"], "kind": r["kind"], "lr": r["lr"],
-             "train_jsc": _four((r.get("train_eval") or {}).get("jsc")),
+             "train_jsc": _four(train_jsc(r)),
              "val_jsc": _four(r["val"]["jsc"]), "val_dsc": _four(r["val"]["dsc"])}
             for r in log]
 

@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.table import Table
 
 from slsnet.checkpoint import WeightsError, read_card
-from slsnet.curves import curve_records
+from slsnet.curves import curve_records, train_jsc
 from slsnet.reports import write_json
 from slsnet.run_files import read_log
 from slsnet.schedule import phase_spans, run_phases, total_epochs
@@ -92,18 +92,13 @@ def summarise(args: dict, log: list[dict], *, last: int = 5) -> dict:
                      if best_gan else None),
         "recent": [{"epoch": r["epoch"], "size": r["size"], "kind": r["kind"], "lr": r["lr"],
                     "images_per_s": r["images_per_s"],
-                    "train_jsc": _train_jsc(r),
+                    "train_jsc": train_jsc(r),
                     "val_jsc": r["val"]["jsc"], "val_dsc": r["val"]["dsc"],
                     "val_sen": r["val"]["sen"], **_game(r)} for r in recent],
         "val_jsc_per_epoch": trend,
         "seconds_left": left, "not_timed": unknown,
         "last_epoch_at": log[-1]["time"] if log else None,
     }
-
-
-def _train_jsc(record: dict) -> float | None:
-    """An epoch's JSC on the fixed training subset (None when the run did not score it)."""
-    return (record.get("train_eval") or {}).get("jsc")
 
 
 def _game(record: dict) -> dict:
@@ -127,8 +122,8 @@ def side_by_side(log: list[dict], other: list[dict], *, last: int = 5) -> list[d
         if o is None:
             continue
         rows.append({"epoch": r["epoch"], "size": r["size"], "kind": r["kind"],
-                     "train_jsc": _train_jsc(r), "val_jsc": r["val"]["jsc"],
-                     "other_train_jsc": _train_jsc(o), "other_val_jsc": o["val"]["jsc"],
+                     "train_jsc": train_jsc(r), "val_jsc": r["val"]["jsc"],
+                     "other_train_jsc": train_jsc(o), "other_val_jsc": o["val"]["jsc"],
                      "val_difference": r["val"]["jsc"] - o["val"]["jsc"]})
     return rows[-last:]
 
