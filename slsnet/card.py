@@ -173,6 +173,8 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "epochs_run": len(log),
             "best_epoch": best_epoch,
             "batch_size": args.get("batch_size"),
+            "arithmetic": ("bf16 autocast (--amp): convolutions and matrix products in bf16, "
+                           "weights and optimiser state fp32" if args.get("amp") else "fp32"),
             "optimiser": _optimiser(args),
             "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial (adversarial phases) + "
             f"{args.get('l1_weight')}·L1 + {args.get('jaccard_weight')}·Jaccard"

@@ -157,6 +157,7 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     assert card["input"]["size_wh"] == [64, 64]
     assert card["threshold"] == 0.5
     assert card["training"]["epochs_run"] == 1
+    assert card["training"]["arithmetic"] == "fp32"
     assert card["evaluation"]["n"] == 2
     assert set(card["evaluation"]["metrics"]) == {"acc", "dsc", "jsc", "sen", "spe", "jsc_th"}
     assert any("1710.05006" in c for c in card["citations"])

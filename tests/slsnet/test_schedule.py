@@ -92,8 +92,11 @@ def test_schedule_runs_its_phases_in_order(tiny_isic, tmp_path, capsys):
 
 
 @pytest.mark.timeout(300)
-def test_resume_inside_a_phase_continues_exactly(tiny_isic, tmp_path):
-    schedule = ("--schedule", "32:2:sup,64:1:gan", "--lr-schedule", "cosine", "--low-res", "crop")
+@pytest.mark.parametrize("precision", [(), ("--amp",)], ids=["fp32", "bf16"])
+def test_resume_inside_a_phase_continues_exactly(tiny_isic, tmp_path, precision):
+    # bf16 autocast runs on any CPU (emulated where bf16 is not native), and resumes as exactly
+    schedule = ("--schedule", "32:2:sup,64:1:gan", "--lr-schedule", "cosine", "--low-res", "crop",
+                *precision)
     # given: the whole run, and the same run stopped after the first of phase 1's two epochs
     assert train(tiny_isic, tmp_path / "a", *schedule) == 0
     assert train(tiny_isic, tmp_path / "b", *schedule, "--stop-after", "1") == 0
