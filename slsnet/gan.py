@@ -156,7 +156,9 @@ class GANTrainer:
         self.discriminator.train()
         x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
         with self._autocast():
-            fake = self.generator(x).float()
+            # the sigmoid in fp32: a bf16 probability is exactly 1.0 from p ≈ 0.998 up, where its
+            # gradient p·(1 − p) is 0, and a confidently wrong pixel would never be corrected
+            fake = torch.sigmoid(self.generator.logits(x).float())
         if adversarial:
             d = self.backward_d(x, y, fake)
         else:

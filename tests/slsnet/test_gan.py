@@ -156,3 +156,23 @@ def test_a_checkpoint_resumes_only_as_it_was_trained_with_or_without_decay():
     trainer = GANTrainer(SLSNetConfig(input_size=32), Hyper(weight_decay=0.01), cpu)
     trainer.load_state(decayed)
     assert [g["weight_decay"] for g in trainer.opt_g.param_groups] == [0.01, 0.0]
+
+
+def test_a_confidently_wrong_pixel_keeps_its_gradient_in_bf16():
+    # given: a generator sure of lesion everywhere (logit 10, p = 0.99995: 1.0 in bf16) and
+    # a mask of background only, trained on pixel BCE alone under bf16 autocast
+    trainer = GANTrainer(
+        SLSNetConfig(input_size=32),
+        Hyper(amp=True, bce_weight=1.0, jaccard_weight=0.0, l1_weight=0.0),
+        torch.device("cpu"),
+    )
+    with torch.no_grad():
+        trainer.generator.head.weight.zero_()
+        trainer.generator.head.bias.fill_(10.0)
+    x, _ = _batch(0)
+    # when
+    trainer.step(x, torch.zeros(2, 1, 32, 32), adversarial=False)
+    # then: the bias gets BCE's full pull, the mean of p − y over the pixels (0.99995), not the
+    # 0 of a sigmoid whose bf16 output has saturated; the gradient passes the head in bf16,
+    # whose spacing near 1 is 2^-8 below and 2^-7 above
+    assert trainer.generator.head.bias.grad.item() == pytest.approx(0.99995, abs=2**-7)
