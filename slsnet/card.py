@@ -163,6 +163,9 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "colour": "RGB",
             "resize": "stretch to the square size (aspect not kept), area filter when shrinking",
             "normalisation": f"(pixel / 255 - {INPUT_MEAN}) / {INPUT_STD}",
+            **({"colour_constancy": f"Shades of Grey, p = {generator.config.grey_p:g}, per "
+                "image, inside the network (its first layer)"}
+               if generator.config.grey_p else {}),
         },
         "output": "lesion probability per pixel; resize to the image size, then threshold",
         "threshold": generator.config.threshold,

@@ -31,6 +31,7 @@ class SLSNetConfig:
     disc_widths: tuple[int, int, int] = (64, 128, 256)
     input_size: int = 128  # the size the network is trained and run at (square)
     threshold: float = 0.5  # probability → binary mask
+    grey_p: float = 0.0  # Shades of Grey colour constancy of the input (p ≥ 1); 0: none
     extra: dict = field(default_factory=dict)  # free-form notes kept with checkpoints
 
     def to_dict(self) -> dict:

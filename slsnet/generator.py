@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from slsnet.blocks import CAM, FAM, PAM, Downsampler, FactorizedBlock, MultiScaleStem, UpBlock
+from slsnet.colour_constancy import GreyBalance
 from slsnet.config import SLSNetConfig
 
 
@@ -28,7 +29,8 @@ class Generator(nn.Module):
     """Maps a normalised RGB image to a lesion probability map of the same size.
 
     Args:
-        config: widths, depths and dropout (see :class:`SLSNetConfig`).
+        config: widths, depths, dropout and the input's colour constancy (see
+            :class:`SLSNetConfig`).
 
     Input: B×3×H×W in [-1, 1] (H and W divisible by 8). Output: B×1×H×W probabilities.
     """
@@ -39,6 +41,7 @@ class Generator(nn.Module):
         c0 = config.stem_channels
         c1, c2, c3 = config.widths
         r = config.pam_reduction
+        self.grey = GreyBalance(config.grey_p) if config.grey_p else nn.Identity()
         self.stem = MultiScaleStem(config.in_channels, c0, config.scales)
         self.down1 = nn.Sequential(Downsampler(c0, c1), PAM(c1, reduction=r))
         self.down2 = nn.Sequential(Downsampler(c1, c2), PAM(c2, reduction=r))
@@ -60,7 +63,7 @@ class Generator(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Pre-sigmoid scores. Args: x: B×3×H×W. Returns: B×1×H×W."""
-        x = self.stem(x)  # B×16×H×W
+        x = self.stem(self.grey(x))  # B×16×H×W
         x = self.down2(self.down1(x))  # B×64×H/4×W/4
         x = self.down3(self.mid(x))  # B×128×H/8×W/8
         x = self.fork(self.deep(x))

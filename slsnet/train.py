@@ -44,6 +44,7 @@ from slsnet.train_args import (
     build_parser,
     check_args,
     dropouts,
+    grey_p,
     learning_rate,
     resolve_phases,
 )
@@ -91,7 +92,11 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         raise SystemExit(f"error: {out} already holds a run; pass --resume or choose another --out")
     init = load_generator(args.init, device=device) if args.init and not args.resume else None
 
-    config = SLSNetConfig(input_size=args.size, **dropouts(args.dropout))
+    ckpt = torch.load(ckpt_path, map_location=device, weights_only=True) if args.resume else None
+    saved = ckpt["config"] if ckpt else init.config.to_dict() if init is not None else {}
+    config = SLSNetConfig(input_size=args.size, grey_p=grey_p(args, saved.get("grey_p"),
+                                                              resumed=ckpt is not None),
+                          **dropouts(args.dropout))
     hyper = Hyper(
         lr=args.lr,
         l1_weight=args.l1_weight,
@@ -108,8 +113,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     rng = np.random.default_rng(args.seed)
     trainer = GANTrainer(config, hyper, device)
     start_epoch, best_jsc, best_gan_jsc = 0, -1.0, -1.0
-    if args.resume:
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    if ckpt is not None:
         trainer.load_state(ckpt["trainer"])
         set_rng_state(rng, ckpt["rng"])
         start_epoch, best_jsc = ckpt["epoch"], ckpt["best_jsc"]

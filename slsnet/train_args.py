@@ -59,6 +59,12 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
                    help="the generator's dropout in its middle FAMs, its deep FAMs and its "
                         "decoder (default 0.03,0.3,0.1: ERFNet's encoder and pix2pix's noise; "
                         "0,0,0: off); only training uses it")
+    g.add_argument("--grey-p", type=float, default=None, metavar="P",
+                   help="Shades of Grey colour constancy as the generator's first layer: each "
+                   "image's channels scaled to equal Minkowski p-means (6: the usual choice "
+                   "for dermoscopy; 0: none). It is part of the network, so every engine "
+                   "applies it. Default: that of the --init weights or the resumed run, else "
+                   "none")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=int, default=None,
                    help="epochs (default 100, or the schedule's total)")
@@ -186,3 +192,20 @@ def check_args(args: argparse.Namespace) -> None:
     if not 0 <= args.weight_decay < 1:
         raise ValueError(f"--weight-decay must be in [0, 1), not {args.weight_decay}")
     dropouts(args.dropout)
+    if args.grey_p is not None and args.grey_p != 0 and not 1 <= args.grey_p < math.inf:
+        raise ValueError(f"--grey-p is 0 (none) or a finite exponent of at least 1, "
+                         f"not {args.grey_p}")
+
+
+def grey_p(args: argparse.Namespace, saved: float | None, *, resumed: bool) -> float:
+    """The run's ``--grey-p``: as given, else the resumed run's or the --init weights' (``saved``).
+
+    Raises:
+        ValueError: a resumed run given another value than it was trained with.
+    """
+    if args.grey_p is None:
+        return saved or 0.0
+    if resumed and args.grey_p != (saved or 0.0):
+        raise ValueError(f"the run was trained with --grey-p {saved or 0:g}; resume it with "
+                         f"that value or without the flag")
+    return args.grey_p

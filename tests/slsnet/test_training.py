@@ -175,6 +175,35 @@ def test_dropout_is_set_for_the_run_and_kept_in_its_record(tiny_isic, tmp_path):
     assert {m.p for m in generator.modules() if isinstance(m, torch.nn.Dropout2d)} == {0.05}
 
 
+@pytest.mark.timeout(300)
+def test_colour_constancy_is_part_of_the_network_through_resume_and_fine_tuning(tiny_isic,
+                                                                                tmp_path, capsys):
+    # given a run whose generator grey-balances its input
+    run = tmp_path / "run"
+    assert train(tiny_isic, run, "--epochs", "1", "--grey-p", "6") == 0
+    assert json.loads((run / "args.json").read_text())["config"]["grey_p"] == 6
+    # when it is resumed without the flag, it goes on with the same network
+    assert train(tiny_isic, run, "--epochs", "2", "--resume") == 0
+    assert load_generator(run / "last_generator.pt").config.grey_p == 6
+    # and a resume that would change the network is one error line, the run as it was
+    log = (run / "log.jsonl").read_text()
+    capsys.readouterr()
+    assert train(tiny_isic, run, "--epochs", "3", "--resume", "--grey-p", "0") == 2
+    assert capsys.readouterr().err.strip() == (
+        "error: the run was trained with --grey-p 6; resume it with that value or without the "
+        "flag")
+    assert (run / "log.jsonl").read_text() == log
+    # and fine-tuning its weights keeps their colour constancy unless told otherwise
+    assert train(tiny_isic, tmp_path / "ft", "--epochs", "1", "--lr", "0",
+                 "--init", str(run / "last_generator.pt")) == 0
+    assert load_generator(tmp_path / "ft" / "last_generator.pt").config.grey_p == 6
+    # and the model card of its weights says how their input is balanced
+    assert card_main(["--run", str(run), "--data", str(tiny_isic / "val"),
+                      "--out", str(tmp_path / "grey.pt")]) == 0
+    card = json.loads((tmp_path / "grey.json").read_text())
+    assert card["input"]["colour_constancy"].startswith("Shades of Grey, p = 6, per image")
+
+
 @pytest.mark.parametrize("decay", ["1.0", "-0.1"])
 def test_a_bad_ema_decay_is_one_error_line(tiny_isic, tmp_path, capsys, decay):
     assert train(tiny_isic, tmp_path / "run", "--epochs", "1", "--ema-decay", decay) == 2
@@ -261,6 +290,8 @@ def test_the_constant_schedule_is_the_given_rate_at_every_step():
                                    "MID,DEEP,DECODER, not 0.1,0.3"),
         (["--dropout", "0,1,0"], "error: --dropout is three probabilities in [0, 1) as "
                                  "MID,DEEP,DECODER, not 0,1,0"),
+        (["--grey-p", "0.5"], "error: --grey-p is 0 (none) or a finite exponent of at least "
+                              "1, not 0.5"),
     ],
 )
 def test_bad_fine_tuning_flags_are_one_error_line(tiny_isic, tmp_path, capsys, flags, message):
