@@ -93,9 +93,10 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
     init = load_generator(args.init, device=device) if args.init and not args.resume else None
 
     ckpt = torch.load(ckpt_path, map_location=device, weights_only=True) if args.resume else None
-    saved = ckpt["config"] if ckpt else init.config.to_dict() if init is not None else {}
-    config = SLSNetConfig(input_size=args.size, grey_p=grey_p(args, saved.get("grey_p"),
-                                                              resumed=ckpt is not None),
+    # a resumed run and fine-tuned weights keep the network's colour constancy
+    saved_p = ckpt["config"].get("grey_p", 0.0) if ckpt else init.config.grey_p if init else 0.0
+    config = SLSNetConfig(input_size=args.size,
+                          grey_p=grey_p(args, saved_p, resumed=ckpt is not None),
                           **dropouts(args.dropout))
     hyper = Hyper(
         lr=args.lr,

@@ -197,15 +197,15 @@ def check_args(args: argparse.Namespace) -> None:
                          f"not {args.grey_p}")
 
 
-def grey_p(args: argparse.Namespace, saved: float | None, *, resumed: bool) -> float:
+def grey_p(args: argparse.Namespace, saved: float, *, resumed: bool) -> float:
     """The run's ``--grey-p``: as given, else the resumed run's or the --init weights' (``saved``).
 
     Raises:
         ValueError: a resumed run given another value than it was trained with.
     """
     if args.grey_p is None:
-        return saved or 0.0
-    if resumed and args.grey_p != (saved or 0.0):
-        raise ValueError(f"the run was trained with --grey-p {saved or 0:g}; resume it with "
+        return saved
+    if resumed and args.grey_p != saved:
+        raise ValueError(f"the run was trained with --grey-p {saved:g}; resume it with "
                          f"that value or without the flag")
     return args.grey_p
