@@ -38,17 +38,19 @@ def evaluate_arrays(
     device: torch.device,
     batch_size: int = 16,
     keep: list | None = None,
+    tta: bool = False,
 ) -> MetricAccumulator:
     """Score ``images`` (N×S×S×3 uint8 RGB at the network size) against full-size bool masks.
 
     Args:
         keep: if a list is given, each full-size binary prediction is appended to it.
+        tta: score the mean over each image and its mirror images (:func:`predict_net`).
     """
     generator.eval()
     acc = MetricAccumulator()
     threshold = generator.config.threshold
     for start in range(0, len(images), batch_size):
-        probs = predict_net(generator, images[start : start + batch_size], device)
+        probs = predict_net(generator, images[start : start + batch_size], device, tta=tta)
         for prob, truth in zip(probs, masks[start : start + batch_size], strict=True):
             pred = resize_prob(prob, (truth.shape[1], truth.shape[0])) > threshold
             acc.update(pred, truth)
@@ -85,8 +87,11 @@ def score_views(
     zoom: float = 1.0,
     device: torch.device,
     keep: list | None = None,
+    tta: bool = False,
 ) -> tuple[MetricAccumulator, list[np.ndarray], list[np.ndarray]]:
     """Score full-size images against their masks, whole (``zoom`` 1) or ``zoom``× closer.
+
+    ``tta``: score the mean over each view and its mirror images (4× the network's time).
 
     Returns:
         (the scores, the views scored, their masks): the views are the inputs at ``zoom`` 1.
@@ -96,7 +101,8 @@ def score_views(
         rgbs, masks = [v[0] for v in views], [v[1] for v in views]
     size = generator.config.input_size
     small = np.stack([resize_to_input(im, size) for im in rgbs])
-    return evaluate_arrays(generator, small, masks, device=device, keep=keep), rgbs, masks
+    return (evaluate_arrays(generator, small, masks, device=device, keep=keep, tta=tta),
+            rgbs, masks)
 
 
 def _bands_table(bands: list[dict]) -> Table:
@@ -139,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--zoom", type=float, default=1.0,
                         help="score the view of a scope held this much closer over each lesion "
                         "(its centre), not the whole image (1: whole images)")
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: score the mean of the network over each "
+                        "image and its three mirror images (4x the time)")
     args = parser.parse_args(argv)
 
     if args.zoom < 1:
@@ -155,10 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     preds: list[np.ndarray] = []
     acc, rgbs, masks = score_views(generator, rgbs, masks, zoom=args.zoom, device=device,
-                                   keep=preds)
+                                   keep=preds, tta=args.tta)
     mean, pooled = acc.mean(), acc.pooled()
 
-    where = f"{len(acc)} images in {args.data}"
+    where = f"{len(acc)} images in {args.data}" + (", mirror mean (--tta)" if args.tta else "")
     table = Table(title=where if args.zoom == 1 else f"{where}, {args.zoom:g}x over each lesion")
     table.add_column("")
     for m in METRICS:
@@ -181,9 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     bands = size_bands(*([r[k] for r in per_image] for k in ("lesion_area", "predicted_area",
                                                              "jsc")))
     console.print(_bands_table(bands))
-    summary = {"n": len(acc), "zoom": args.zoom, "metrics": mean, "median": acc.median(),
-               "pooled": pooled,
-               "by_lesion_size": bands}
+    summary = {"n": len(acc), "zoom": args.zoom, "tta": args.tta, "metrics": mean,
+               "median": acc.median(), "pooled": pooled, "by_lesion_size": bands}
     try:
         _write_outputs(args, summary, per_image, (rgbs, masks, preds))
     except OSError as exc:

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", help="generator weights (default: the shipped ones)")
     parser.add_argument("--out", required=True, help="output folder (created if missing)")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--tta", action="store_true",
+                        help="test-time augmentation: the mean of the network over each image and "
+                        "its three mirror images (4x the time, steadier masks)")
     args = parser.parse_args(argv)
 
     try:
@@ -53,9 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         for path in files:
             rgb = read_rgb(path)
-            prob = predict_probs(generator, [rgb], device=device, size=generator.config.input_size)[
-                0
-            ]
+            (prob,) = predict_probs(generator, [rgb], device=device,
+                                    size=generator.config.input_size, tta=args.tta)
             mask = (prob > generator.config.threshold).astype(np.uint8)
             if not cv2.imwrite(str(out / f"{path.stem}_mask.png"), mask * 255):
                 raise OSError(f"cannot write into {out}")

@@ -75,6 +75,7 @@ class RunConfig:
     batch: int = 1
     threads: int | None = None  # CPU intra-op threads (None: cores - 1 on the CPU)
     runtime: str = "auto"  # CPU: onnx or torch
+    tta: bool = False  # the network on each frame and its 3 mirror images, their mean (4× time)
     smooth: str = DEFAULT_MODE
     hud: bool = True
     max_frames: int | None = None
@@ -111,8 +112,8 @@ class RunConfig:
             outputs=Outputs(video=_path(args.output), mask_dir=_path(args.mask_dir),
                             mask_video=_path(args.mask_video), csv=_path(args.csv)),
             weights=args.weights, precision=args.precision, cuda_graph=not args.no_cuda_graph,
-            batch=args.batch, threads=args.threads, runtime=args.runtime, smooth=args.smooth,
-            hud=not args.no_hud, max_frames=args.max_frames)
+            batch=args.batch, threads=args.threads, runtime=args.runtime, tta=args.tta,
+            smooth=args.smooth, hud=not args.no_hud, max_frames=args.max_frames)
 
     @property
     def source_spec(self) -> int | str:
@@ -152,7 +153,7 @@ def build_engine(config: RunConfig, *, progress: Callable[[str], None] | None = 
     return _build_engine(device=config.device, weights=config.weights,
                          precision=config.precision, cuda_graph=config.cuda_graph,
                          batch=config.batch, threads=threads, runtime=config.runtime,
-                         progress=progress)
+                         progress=progress, tta=config.tta)
 
 
 def open_input(config: RunConfig, *, queue_size: int | None = None) -> Source:

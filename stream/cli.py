@@ -113,6 +113,11 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
                        "of the pixels of bundled images, checked on the first start with given "
                        "weights and cached (the start-up line says which and why); onnx: ONNX "
                        "Runtime fp32; a GPU always runs torch")
+    model.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: each frame's mask is the mean of the "
+                       "network over the frame and its three mirror images; better masks at "
+                       "4x the network's time (for files and batches; live, --smooth auto "
+                       "then uses keyframes where the CPU cannot keep up)")
     run = parser.add_argument_group("run")
     run.add_argument("--max-frames", type=_positive, metavar="N", help="stop after N frames")
     run.add_argument("--realtime", action="store_true",

@@ -99,6 +99,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     model.add_argument("--runtime", choices=RUNTIMES, default="auto", help="CPU: onnx or torch")
     model.add_argument("--precision", choices=PRECISIONS, default="auto")
     model.add_argument("--batch", type=_count(1), default=1, help="frames per network call")
+    model.add_argument("--tta", action="store_true",
+                       help="test-time augmentation: the mean of the network over each frame and "
+                       "its three mirror images (better masks, 4x the network's time)")
     model.add_argument("--smooth", choices=CHOICES, default=DEFAULT_MODE,
                        help="temporal smoothing (recordings are files: auto = flow)")
     model.add_argument("--hud", action="store_true",
@@ -165,7 +168,8 @@ def plan_options(args, *, ray: bool) -> Options:
     return Options(outputs=args.outputs, weights=str(weights),
                    weights_sha256=weights_digest(weights), smooth=args.smooth,
                    runtime=args.runtime, precision=args.precision, device=_device(args, ray),
-                   batch=args.batch, hud=args.hud, threads=threads, max_frames=args.max_frames,
+                   batch=args.batch, tta=args.tta, hud=args.hud, threads=threads,
+                   max_frames=args.max_frames,
                    extra={"crash": crash} if crash else {})
 
 

@@ -60,6 +60,7 @@ class Options:
     precision: str = "auto"
     device: str = "cpu"  # "cpu" or "cuda": every worker is told which
     batch: int = 1
+    tta: bool = False  # the mean of the network over each frame and its mirror images
     hud: bool = False  # the HUD shows speeds, which differ run to run: off for archives
     threads: int = 1  # CPU intra-op threads per recording (its CPU share)
     max_frames: int | None = None

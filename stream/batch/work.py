@@ -108,7 +108,7 @@ class Worker:
         self.config = RunConfig(
             device=torch.device(options.device), weights=options.weights,
             precision=options.precision, batch=options.batch, threads=options.threads,
-            runtime=options.runtime, smooth=options.smooth, hud=options.hud,
+            runtime=options.runtime, tta=options.tta, smooth=options.smooth, hud=options.hud,
             max_frames=options.max_frames)
         self._engine = None
         if options.device == "cpu":

@@ -5,14 +5,15 @@
 On a CUDA GPU: generator latency at batch 1 (p50/p99) and throughput at batch 64/512 in fp32
 eager, fp16 eager and fp16 graph; the same for torchvision's LR-ASPP MobileNetV3 and FCN-ResNet50
 (random weights, reference peers on the same card; skipped with a note without torchvision);
-the 1080p frame path (frame on the host → mask on the host) p50/p99; CuPy vs torch
+the 1080p frame path (frame on the host → mask on the host) p50/p99, also with ``--tta``'s mirror
+mean; CuPy vs torch
 preprocessing; and the app's file mode (``--output``) on a generated 1080p clip against a plain
 PyAV decode + encode of the same clip. On the CPU: fp32 and bf16 at batch 1 and batch 8, every
 ONNX Runtime form at batch 1 (the exact engine and the forms ``--runtime auto`` checks:
 :mod:`stream.bench.cpu_forms`) timed in turn with torch fp32 (FPS and the ratio) and judged
-against 30 FPS, the CPU frame path and the file-mode comparison. ``--quick`` is a short run
-(fewer repeats, smaller batches and clip). A rich table goes to the screen, ``--json`` writes
-every number.
+against 30 FPS, the CPU frame path (also with ``--tta``) and the file-mode comparison.
+``--quick`` is a short run (fewer repeats, smaller batches and clip). A rich table goes to the
+screen, ``--json`` writes every number.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from slsnet.inference import MIRRORS
 from stream.bench.cpu_forms import Form, cpu_targets, onnx_forms
 from stream.bench.frame_path import pipeline_rows
 from stream.bench.gpu import environment as gpu_environment
@@ -41,6 +43,7 @@ from stream.bench.gpu import targets as gpu_targets
 from stream.bench.measure import Row, Timing, latencies, throughput
 from stream.engines import CpuEngine, default_threads, load_weights, resolve_device
 from stream.engines.cuda import CudaEngine
+from stream.engines.mirror import MirrorEngine
 from stream.engines.onnx_runtime import INSTALL_HINT, missing_packages
 from stream.errors import ConfigError, StreamError
 from stream.frame import Frame
@@ -88,8 +91,8 @@ def cpu_model_rows(generator, *, size: int, timing: Timing, batch: int,
     return rows + onnx_rows
 
 
-def cpu_frame_rows(engine, *, size_wh: tuple[int, int], timing: Timing) -> list[Row]:
-    """The CPU engine on one frame: resize + network + mask at the frame size."""
+def engine_frame_rows(engine, *, size_wh: tuple[int, int], timing: Timing) -> list[Row]:
+    """``engine`` on one frame: resize + network + mask at the frame size."""
     w, h = size_wh
     image = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     ms = latencies(lambda: engine.infer([Frame(image, 0, 0, Fraction(1, 30), 0.0)]),
@@ -250,12 +253,18 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             paced = dict(frames=60 if quick else 300, fps=60.0)
         else:
             engine = CpuEngine(copy.deepcopy(generator), untrained=untrained)
-            rows = cpu_frame_rows(engine, size_wh=args.frame_size, timing=timing)
+            rows = engine_frame_rows(engine, size_wh=args.frame_size, timing=timing)
             paced = dict(frames=10 if quick else 40, fps=5.0)
+        # --tta: the same engine kind, sized for the four mirror images of each frame
+        tta = MirrorEngine(CudaEngine(generator, device=device, untrained=untrained,
+                                      batch=len(MIRRORS)) if gpu else
+                           CpuEngine(copy.deepcopy(generator), untrained=untrained))
         try:
+            rows += engine_frame_rows(tta, size_wh=args.frame_size, timing=timing)
             return rows + pipeline_rows(engine, size_wh=args.frame_size, **paced)
         finally:
-            getattr(engine, "close", lambda: None)()
+            for each in (engine, tta.inner):
+                getattr(each, "close", lambda: None)()
 
     def preprocessing() -> list[Row]:  # the CPU path has no separate preprocessing to compare
         return preprocess_rows(device=device, size_wh=args.frame_size, size=args.size)

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from slsnet.generator import Generator
-from stream.engines.postprocess import prob_to_mask
+from stream.engines.postprocess import fill_masks
 from stream.engines.preprocess import to_input_tensor
 from stream.errors import EngineError
 from stream.frame import Frame
@@ -92,9 +92,4 @@ class CpuEngine:
     def infer(self, frames: list[Frame]) -> None:
         """:meth:`predict`, then each frame's mask at the network's threshold."""
         self.predict(frames)
-        t0 = time.perf_counter()
-        for frame in frames:
-            frame.mask = prob_to_mask(frame.prob, frame.size_wh, self.threshold)
-        spent = (time.perf_counter() - t0) * 1e3 / max(1, len(frames))
-        for frame in frames:
-            frame.timings["postprocess"] += spent
+        fill_masks(frames, self.threshold)

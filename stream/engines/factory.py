@@ -12,10 +12,13 @@ from pathlib import Path
 
 import torch
 
+from slsnet.generator import Generator
+from slsnet.inference import MIRRORS
 from stream.engines.base import PRECISIONS, RUNTIMES, Engine, load_weights
 from stream.engines.cpu import CpuEngine
 from stream.engines.cpu_choice import choose, pending
 from stream.engines.cuda import CudaEngine
+from stream.engines.mirror import MirrorEngine
 from stream.engines.model_cache import default_cache_dir
 from stream.engines.onnx_runtime import OnnxEngine, missing_packages, require_onnx
 from stream.errors import EngineError
@@ -31,6 +34,7 @@ def build_engine(
     threads: int | None = None,
     runtime: str = "torch",
     progress: Callable[[str], None] | None = None,
+    tta: bool = False,
 ) -> Engine:
     """The engine for ``device``, with ``weights`` (None: default file, else random + warning).
 
@@ -48,6 +52,8 @@ def build_engine(
             machine (:mod:`stream.engines.cpu_choice`; ``engine.choice`` says which and why).
         progress: called with one line before a first start builds cached models (exports,
             int8 forms), which takes a while.
+        tta: the mean over each frame and its three mirror images (:class:`MirrorEngine`),
+            at four times the network's time.
 
     Raises:
         EngineError: a precision or runtime the device cannot run, an unknown one, or
@@ -61,6 +67,18 @@ def build_engine(
     choosing = runtime == "auto" and precision == "auto"
     runtime = _pick_runtime(runtime, device, precision)
     generator, untrained, _ = load_weights(weights)
+    engine = _network_engine(generator, untrained, device=device, precision=precision,
+                             cuda_graph=cuda_graph, batch=batch * (len(MIRRORS) if tta else 1),
+                             threads=threads, runtime=runtime, choosing=choosing,
+                             progress=progress)
+    return MirrorEngine(engine) if tta else engine
+
+
+def _network_engine(generator: Generator, untrained: bool, *, device: torch.device,
+                    precision: str, cuda_graph: bool, batch: int, threads: int | None,
+                    runtime: str, choosing: bool,
+                    progress: Callable[[str], None] | None) -> Engine:
+    """The engine that runs ``generator`` (see :func:`build_engine`)."""
     if device.type == "cuda":
         return CudaEngine(generator, device=device, precision=precision, cuda_graph=cuda_graph,
                           batch=batch, untrained=untrained)

@@ -22,7 +22,7 @@ from stream.sources import SAMPLE
 ROOT = Path(__file__).resolve().parents[2]
 FLAGS = ("--camera", "--video", "--output", "--mask-dir", "--mask-video", "--csv", "--weights",
          "--device", "--no-display", "--max-frames", "--realtime", "--smooth", "--no-hud",
-         "--precision", "--no-cuda-graph", "--batch", "--debug")
+         "--precision", "--no-cuda-graph", "--batch", "--tta", "--debug")
 
 
 def headless_env() -> dict:
@@ -200,6 +200,19 @@ def test_trained_weights_are_used_without_warning(tmp_path, capsys):
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert "UNTRAINED" not in err and "cpu fp32" in err
+    assert len(csv_rows(table)) == 3
+
+
+@pytest.mark.timeout(120)
+def test_tta_runs_every_frame_through_the_mirror_mean(tmp_path, capsys, random_weights):
+    # given a clip
+    clip = write_clip(tmp_path / "clip.mp4", frames=3)
+    table = tmp_path / "t.csv"
+    # when it is segmented with --tta
+    assert main(["--video", str(clip.path), "--csv", str(table), "--no-display", "--tta",
+                 "--smooth", "off", "--runtime", "torch", "--threads", "1"]) == 0
+    # then the start-up line names the mirror mean, and every frame was measured
+    assert "mirror mean of 4" in " ".join(capsys.readouterr().err.split())
     assert len(csv_rows(table)) == 3
 
 

@@ -27,6 +27,21 @@ def open_gates(seed: int = 1, *, pam: float = 0.7, cam: float = 0.05):
     return generator
 
 
+def centre_head(generator, x: torch.Tensor):
+    """``generator`` with its head rescaled so that its logits on ``x`` have median 0 and std 2.
+
+    Raw random weights give probabilities near 0.55 everywhere: a mask test on them would
+    compare two all-lesion masks. Args: x: N×3×S×S, normalised as the network expects.
+    """
+    with torch.no_grad():
+        logits = generator.logits(x)
+        scale = 2.0 / float(logits.std())
+        generator.head.bias -= logits.median()
+        generator.head.weight *= scale
+        generator.head.bias *= scale
+    return generator
+
+
 def save_constant(path, logit: float):
     """Save to ``path`` the weights of a generator that gives every pixel the same ``logit``.
 

@@ -123,6 +123,11 @@ def test_a_bad_file_fails_alone_and_reruns_skip_force_and_changes_redo(tmp_path,
     # then: a finished result made with other options is not taken as done
     assert "0 done already, 3 to do" in capsys.readouterr().err
     assert result(out, "a")["options"]["smooth"] == "off"
+    # when: the same with --tta
+    assert main([*args, "--smooth", "off", "--tta"]) == 0
+    # then: redone with the mirror mean, which the result records
+    assert "0 done already, 3 to do" in capsys.readouterr().err
+    assert result(out, "a")["options"]["tta"] is True
 
 
 def test_a_crash_leaves_no_half_output_and_the_next_run_finishes(tmp_path):

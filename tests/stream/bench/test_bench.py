@@ -58,8 +58,11 @@ def test_quick_cpu_run_writes_every_section(tmp_path):
         assert target["value"] == round(runs["p50_ms"], 4)
         assert target["target"].endswith(f"the form --runtime auto runs: {runs['mode']}")
         assert target["ok"] == (runs["p50_ms"] <= 1e3 / 30)
-    (frame,) = [r for r in rows if r["name"] == "1920×1080 frame → mask"]  # the engine alone
+    # the engine alone, and the same with --tta's mirror mean
+    frame, tta = [r for r in rows if r["name"] == "1920×1080 frame → mask"]
     assert 0 < frame["p50_ms"] <= frame["p99_ms"] and frame["mode"].startswith("cpu fp32")
+    assert 0 < tta["p50_ms"] <= tta["p99_ms"]
+    assert tta["mode"] == f"{frame['mode']}, mirror mean of 4"
     paced = one("frame path", "cpu fp32", 1, "(pipeline, paced")  # the application's own path
     assert 0 < paced["p50_ms"] <= paced["p99_ms"] and "dropped" in paced["note"]
     flat = one("frame path", "cpu fp32", 1, "(pipeline, flat out)")
