@@ -263,7 +263,7 @@ def run(args: argparse.Namespace, argv: list[str]) -> dict:
             rows += engine_frame_rows(tta, size_wh=args.frame_size, timing=timing)
             return rows + pipeline_rows(engine, size_wh=args.frame_size, **paced)
         finally:
-            for each in (engine, tta.inner):
+            for each in (engine, tta):
                 getattr(each, "close", lambda: None)()
 
     def preprocessing() -> list[Row]:  # the CPU path has no separate preprocessing to compare

@@ -34,6 +34,21 @@ class MirrorEngine:
         self.name = f"{inner.name}, mirror mean of {len(MIRRORS)}"
         self.choice = getattr(inner, "choice", None)  # --runtime auto's reason, if it made one
 
+    def prepare(self, size_wh: tuple[int, int]) -> None:
+        """Let the wrapped engine get ready for (W, H) frames now, if it does (a GPU's graphs).
+
+        The mirror images of a frame have its size, so what it prepares serves them.
+        """
+        prepare = getattr(self.inner, "prepare", None)
+        if prepare is not None:
+            prepare(size_wh)
+
+    def close(self) -> None:
+        """Close the wrapped engine, if it holds anything to close."""
+        close = getattr(self.inner, "close", None)
+        if close is not None:
+            close()
+
     def predict(self, frames: list[Frame]) -> None:
         """Fill ``prob`` of every frame (see :class:`stream.engines.Engine`).
 

@@ -258,7 +258,10 @@ def test_mirror_mean_on_the_gpu_matches_it_on_the_cpu(generator):
 
     gpu = [make_frame((640, 360), i) for i in range(2)]
     cpu = [Frame(f.image, f.index, f.pts, f.time_base, 0.0) for f in gpu]
-    MirrorEngine(CudaEngine(generator, device=torch.device("cuda"), batch=8)).infer(gpu)
+    engine = MirrorEngine(CudaEngine(generator, device=torch.device("cuda"), batch=8))
+    engine.prepare((640, 360))  # the pipeline's call: the inner engine's graphs, built now
+    engine.infer(gpu)
+    engine.close()
     MirrorEngine(CpuEngine(copy.deepcopy(generator), precision="fp32")).infer(cpu)
     assert all(f.prob.shape == (128, 128) and f.prob.dtype == np.float32 for f in gpu)
     assert_masks_agree(gpu, cpu, 0.995)

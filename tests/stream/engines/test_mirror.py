@@ -76,3 +76,27 @@ def test_build_engine_wraps_when_asked_and_names_it(tmp_path):
     assert not isinstance(plain, MirrorEngine)
     assert tta.name == f"{plain.name}, mirror mean of 4"
     assert (tta.size, tta.threshold, tta.untrained) == (plain.size, plain.threshold, False)
+
+
+def test_prepare_and_close_pass_to_an_engine_that_has_them(inner):
+    # given the CPU engine, which has neither, and an engine that records both
+    class Recording:
+        device, size, threshold, untrained, name = CPU, 128, 0.5, False, "recording"
+
+        def __init__(self):
+            self.calls = []
+
+        def prepare(self, size_wh):
+            self.calls.append(("prepare", size_wh))
+
+        def close(self):
+            self.calls.append(("close",))
+
+    recording = Recording()
+    # when / then: the CPU engine's wrapper does nothing, the other passes the calls on
+    MirrorEngine(inner).prepare((64, 48))
+    MirrorEngine(inner).close()
+    wrapped = MirrorEngine(recording)
+    wrapped.prepare((64, 48))
+    wrapped.close()
+    assert recording.calls == [("prepare", (64, 48)), ("close",)]
