@@ -141,11 +141,13 @@ def pick(run: Path, name: str | None) -> Path:
 
 
 def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: int,
-               hardware: str | None = None, source: str = "best.pt") -> dict:
+               hardware: str | None = None, source: str = "best.pt",
+               val_tta: dict | None = None) -> dict:
     """The model card dict for ``run`` (a folder written by ``slsnet.train``).
 
     A run that fine-tuned other weights (``--init``) records them and their own card's training,
     evaluation and notes under ``training.initialised_from``: the whole history stays on it.
+    ``val`` and ``val_tta`` are the val scores of one view and of ``--tta``'s mirror mean.
     """
     args = json.loads((run / "args.json").read_text())
     log = [
@@ -202,6 +204,11 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "protocol": "prediction resized to each mask's resolution, threshold 0.5, "
             "per-image mean",
             "command": f"python -m slsnet.evaluate --data {data} --weights {out}",
+            **({"tta": {"metrics": val_tta,
+                        "protocol": "the mean of the probabilities of each image and its three "
+                        "mirror images, then as above (--tta: 4x the network's time)",
+                        "command": f"python -m slsnet.evaluate --data {data} --weights {out} "
+                        "--tta"}} if val_tta is not None else {}),
         },
         "limitations": "Trained on ISIC 2017 dermoscopy only; not a medical device; not "
         "validated on other cameras, skin types or video (see --smooth for video).",
@@ -231,8 +238,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     rgbs, masks = [read_rgb(p.image) for p in pairs], [read_mask(p.mask) for p in pairs]
-    val = score_views(generator, rgbs, masks, device=torch.device("cpu"))[0].mean()
-    card = build_card(run, data, out, generator, val, len(pairs), args.hardware, source.name)
+    val, val_tta = (score_views(generator, rgbs, masks, device=torch.device("cpu"), tta=tta)[0]
+                    .mean() for tta in (False, True))
+    card = build_card(run, data, out, generator, val, len(pairs), args.hardware, source.name,
+                      val_tta)
     card["notes"] = args.note
     save_generator(generator, out, meta={"epoch": card["training"]["best_epoch"], "val": val})
     out.with_suffix(".json").write_text(json.dumps(card, indent=2) + "\n")

@@ -160,6 +160,9 @@ def test_model_card_export(trained_run, tiny_isic, tmp_path, capsys):
     assert card["training"]["arithmetic"] == "fp32"
     assert card["evaluation"]["n"] == 2
     assert set(card["evaluation"]["metrics"]) == {"acc", "dsc", "jsc", "sen", "spe", "jsc_th"}
+    tta = card["evaluation"]["tta"]  # what --tta gives with these weights, and how to check it
+    assert set(tta["metrics"]) == set(card["evaluation"]["metrics"])
+    assert tta["command"] == f"{card['evaluation']['command']} --tta"
     assert any("1710.05006" in c for c in card["citations"])
     (phase,) = card["training"]["commands"]
     assert phase["from_epoch"] == 0
