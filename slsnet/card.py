@@ -184,6 +184,7 @@ def build_card(run: Path, data: Path, out: Path, generator, val: dict, n_val: in
             "loss": f"{args.get('adv_weight', 1.0)}·BCE adversarial (adversarial phases) + "
             f"{args.get('l1_weight')}·L1 + {args.get('jaccard_weight')}·Jaccard"
             + (f" + {args['bce_weight']}·pixel BCE" if args.get("bce_weight") else "")
+            + (f" + {args['lovasz_weight']}·Lovász" if args.get("lovasz_weight") else "")
             + " (last command; see commands)",
             "phases": _phases(args, log),
             "curve": card_curve(log),

@@ -28,6 +28,7 @@ class Hyper:
     jaccard_weight: float = 0.5  # α
     adversarial_weight: float = 1.0  # weight of BCE(D(x, G(x)), 1)
     bce_weight: float = 0.0  # pixel-wise BCE of G(x) against y (not in the paper)
+    lovasz_weight: float = 0.0  # the Lovász extension of the Jaccard distance (not in the paper)
     amp: bool = False  # bf16 autocast
     ema_decay: float = 0.0  # > 0: validate and save an exponential moving average of G
     d_lr_scale: float = 1.0  # D's learning rate is G's times this (the paper: 1)
@@ -136,6 +137,7 @@ class GANTrainer:
                 jaccard_weight=self.hyper.jaccard_weight,
                 adversarial_weight=self.hyper.adversarial_weight,
                 bce_weight=self.hyper.bce_weight,
+                lovasz_weight=self.hyper.lovasz_weight,
             )
         losses["total"].backward()
         for p in self.discriminator.parameters():

@@ -104,6 +104,7 @@ def train(args: argparse.Namespace, argv: list[str] | None = None) -> dict:
         jaccard_weight=args.jaccard_weight,
         adversarial_weight=args.adv_weight,
         bce_weight=args.bce_weight,
+        lovasz_weight=args.lovasz_weight,
         betas=(args.beta1, 0.999),
         amp=args.amp,
         ema_decay=args.ema_decay,

@@ -88,6 +88,9 @@ def build_parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     g.add_argument("--bce-weight", type=float, default=0.0,
                    help="weight of a pixel-wise cross-entropy term (paper: 0)")
+    g.add_argument("--lovasz-weight", type=float, default=0.0,
+                   help="weight of the Lovász extension of the Jaccard distance, a tighter "
+                   "surrogate of 1 - IoU than the soft Jaccard (paper: 0)")
     g.add_argument("--beta1", type=float, default=0.5,
                    help="Adam's first-moment decay for G and D (paper: 0.5)")
     g.add_argument("--d-lr-scale", type=float, default=1.0, metavar="S",

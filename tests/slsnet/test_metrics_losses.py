@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from slsnet.losses import discriminator_loss, generator_loss, jaccard_loss, l1_loss
+from slsnet.losses import (
+    discriminator_loss,
+    generator_loss,
+    jaccard_loss,
+    l1_loss,
+    lovasz_loss,
+)
 from slsnet.metrics import (
     MetricAccumulator,
     confusion,
@@ -129,3 +135,34 @@ def test_loss_values_on_known_inputs():
     # a confident, correct discriminator has a small loss
     d = discriminator_loss(torch.full((1, 1, 2, 2), 20.0), torch.full((1, 1, 2, 2), -20.0))
     assert float(d["total"]) < 1e-6
+
+
+def test_lovasz_loss_is_one_minus_iou_on_binary_predictions():
+    # given binary masks and predictions, with an empty truth, an empty prediction and both
+    rng = np.random.default_rng(0)
+    target = torch.from_numpy(rng.random((6, 1, 9, 7)) < 0.4).float()
+    prob = torch.from_numpy(rng.random((6, 1, 9, 7)) < 0.5).float()
+    target[1] = 0
+    prob[2] = 0
+    target[3] = prob[3] = 0
+    # when / then: the loss is the mean of 1 − IoU (1 for an empty truth with a prediction,
+    # 0 for both empty); float32 ratios of counts under 64: a few roundings
+    inter = (target * prob).flatten(1).sum(1)
+    union = ((target + prob) > 0).float().flatten(1).sum(1)
+    iou = torch.where(union > 0, inter / union.clamp(min=1), torch.ones(6))
+    assert float(lovasz_loss(target, prob)) == pytest.approx(float((1 - iou).mean()), abs=1e-6)
+
+
+def test_lovasz_loss_on_a_soft_prediction_and_in_the_generator_loss():
+    target = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]]])
+    prob = torch.tensor([[[[0.5, 0.5], [1.0, 0.0]]]], requires_grad=True)
+    # errors 0.5, 0.5, 0, 0: the first wrong pixel (either) costs the Jaccard distance 1/2 or
+    # 1/3, the second brings it to 2/3, so 0.5·(1/2 + 1/6) = 0.5·(1/3 + 1/3) = 1/3
+    loss = lovasz_loss(target, prob)
+    assert float(loss.detach()) == pytest.approx(1 / 3, abs=1e-6)
+    loss.backward()
+    assert prob.grad[0, 0, 0, 0] < 0 < prob.grad[0, 0, 0, 1]  # raise the lesion, lower the skin
+    g = generator_loss(None, target, prob.detach(), lovasz_weight=2.0)
+    assert float(g["lovasz"]) == pytest.approx(1 / 3, abs=1e-6)
+    assert float(g["total"]) == pytest.approx(0.025 + 0.125 + 2 / 3, abs=1e-5)
+    assert float(generator_loss(None, target, prob.detach())["lovasz"]) == 0.0

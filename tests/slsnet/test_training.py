@@ -176,6 +176,19 @@ def test_dropout_is_set_for_the_run_and_kept_in_its_record(tiny_isic, tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_the_lovasz_term_is_trained_logged_and_on_the_card(tiny_isic, tmp_path):
+    # given a run with the Lovász term beside the paper's
+    run = tmp_path / "run"
+    assert train(tiny_isic, run, "--epochs", "1", "--lovasz-weight", "0.5") == 0
+    # then its value is logged each epoch, and the card's loss names it
+    (record,) = read_log(run)
+    assert 0 < record["g_lovasz"] <= 1
+    out = tmp_path / "w.pt"
+    assert card_main(["--run", str(run), "--data", str(tiny_isic / "val"), "--out", str(out)]) == 0
+    assert "0.5·Lovász" in json.loads(out.with_suffix(".json").read_text())["training"]["loss"]
+
+
+@pytest.mark.timeout(300)
 def test_colour_constancy_is_part_of_the_network_through_resume_and_fine_tuning(tiny_isic,
                                                                                 tmp_path, capsys):
     # given a run whose generator grey-balances its input
